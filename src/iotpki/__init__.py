@@ -1,0 +1,3 @@
+"""iotpki: a public-key infrastructure for fleets of IoT devices."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""The one exception tree of iotpki.
+
+Every error the package raises on purpose derives from :class:`IotpkiError` and carries the data
+an adapter needs to turn it into its wire form (HTTP status, ACME problem, SCEP failInfo, OCSP
+status) in one place::
+
+    IotpkiError
+     +-- ConfigError              settings or installation state are unusable
+     +-- RequestError             the caller asked for something invalid (400)
+     |    +-- MalformedInput      bytes that do not parse (PEM, DER, base64, JSON)
+     |    +-- BadSignature        a CSR or message whose signature does not verify
+     |    +-- PolicyViolation     well-formed but refused by a profile's policy
+     |         +-- KeyRejected    key type, size, curve, reuse or compromise
+     +-- AuthError                authentication failed (401)
+     |    +-- Forbidden           authenticated, but the role does not allow it (403)
+     +-- NotFound                 no such CA, certificate, profile or device (404)
+     +-- Conflict                 the state does not allow it, e.g. already revoked (409)
+     +-- BackendError             a key backend or the store failed (503)
+     +-- AuditChainBroken         the audit log's hash chain does not verify
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditChainBroken",
+    "AuthError",
+    "BackendError",
+    "BadSignature",
+    "ConfigError",
+    "Conflict",
+    "Forbidden",
+    "IotpkiError",
+    "KeyRejected",
+    "MalformedInput",
+    "NotFound",
+    "PolicyViolation",
+    "RequestError",
+]
+
+
+class IotpkiError(Exception):
+    """Root of every error iotpki raises on purpose."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, **data: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def as_dict(self) -> dict[str, object]:
+        """The error as a JSON-ready mapping (code, message and its data)."""
+        return {"error": self.code, "message": self.message, **self.data}
+
+
+class ConfigError(IotpkiError):
+    """Settings or the installation's state are unusable."""
+
+    code = "config"
+
+
+class RequestError(IotpkiError):
+    """The caller asked for something invalid."""
+
+    status = 400
+    code = "bad_request"
+
+
+class MalformedInput(RequestError):
+    """Input that does not parse: PEM, DER, base64, JSON."""
+
+    code = "malformed"
+
+
+class BadSignature(RequestError):
+    """A signature over a request does not verify."""
+
+    code = "bad_signature"
+
+
+class PolicyViolation(RequestError):
+    """A well-formed request that a profile's policy refuses."""
+
+    code = "policy"
+
+
+class KeyRejected(PolicyViolation):
+    """A public key refused for its type, size, curve, reuse or compromise."""
+
+    code = "bad_key"
+
+
+class AuthError(IotpkiError):
+    """Authentication failed or is missing."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    """Authenticated, but not allowed to do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(IotpkiError):
+    """No such CA, certificate, profile, device or token."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(IotpkiError):
+    """The current state does not allow the operation."""
+
+    status = 409
+    code = "conflict"
+
+
+class BackendError(IotpkiError):
+    """A key backend or the store failed."""
+
+    status = 503
+    code = "backend"
+
+
+class AuditChainBroken(IotpkiError):
+    """The audit log's hash chain does not verify at entry ``seq``."""
+
+    code = "audit_chain_broken"

@@ -1,0 +1,173 @@
+"""One installation: its data directory, settings, store, key backends and authority.
+
+The CLI and the server both start here; this is where settings turn into objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from iotpki.core.authority import Authority, AuthorityConfig
+from iotpki.core.models import CAKind, KeyAlgorithm
+from iotpki.core.ports import Clock, KeyBackend, SystemClock
+from iotpki.errors import ConfigError
+from iotpki.keys.file import FileKeyBackend, write_private
+from iotpki.settings import Settings
+from iotpki.store import SqlStore
+
+__all__ = ["Installation", "open_installation"]
+
+log = logging.getLogger(__name__)
+
+_GENERATED_PASSPHRASE = Path("secrets") / "passphrase"
+
+
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+
+
+def _passphrase(settings: Settings, create: bool) -> bytes:
+    """IOTPKI_PASSPHRASE, the configured file, or a generated one kept in the home (0600)."""
+    if settings.passphrase:
+        return settings.passphrase.encode()
+    if settings.passphrase_file:
+        return _read_secret(settings.passphrase_file, "passphrase").encode()
+    generated = settings.home / _GENERATED_PASSPHRASE
+    if generated.is_file():
+        return _read_secret(generated, "passphrase").encode()
+    if not create:
+        raise ConfigError(
+            "no passphrase for the file key backend: set IOTPKI_PASSPHRASE or passphrase_file"
+        )
+    value = secrets.token_urlsafe(32)
+    write_private(generated, value.encode() + b"\n")
+    log.warning(
+        "no passphrase configured: generated one in %s; CA keys are protected only by that "
+        "file's permissions. Set IOTPKI_PASSPHRASE or passphrase_file for real protection.",
+        generated,
+    )
+    return value.encode()
+
+
+def _pkcs11_backend(settings: Settings) -> KeyBackend | None:
+    if not (settings.pkcs11_module and settings.pkcs11_token):
+        return None
+    pin = settings.pkcs11_pin
+    if pin is None and settings.pkcs11_pin_file is not None:
+        pin = _read_secret(settings.pkcs11_pin_file, "PKCS#11 PIN")
+    if pin is None:
+        raise ConfigError("pkcs11_token is set but no PIN: set IOTPKI_PKCS11_PIN or pkcs11_pin_file")
+    from iotpki.keys.pkcs11 import Pkcs11Backend
+
+    return Pkcs11Backend(settings.pkcs11_module, settings.pkcs11_token, pin)
+
+
+@dataclass
+class Installation:
+    """The objects of one installation, built from its settings."""
+
+    settings: Settings
+    store: SqlStore
+    keys: dict[str, KeyBackend]
+    authority: Authority
+
+    @property
+    def home(self) -> Path:
+        """The data directory."""
+        return self.settings.home
+
+    def is_initialised(self) -> bool:
+        """Whether an active issuing CA exists."""
+        return any(ca.kind is CAKind.ISSUING for ca in self.authority.list_cas())
+
+    def initialise(
+        self,
+        *,
+        root_name: str = "root",
+        issuing_name: str = "issuing",
+        root_cn: str = "iotpki Root CA",
+        issuing_cn: str = "iotpki Issuing CA",
+        root_algorithm: KeyAlgorithm = KeyAlgorithm.P256,
+        issuing_algorithm: KeyAlgorithm = KeyAlgorithm.P256,
+        root_lifetime: timedelta = timedelta(days=20 * 365),
+        issuing_lifetime: timedelta = timedelta(days=5 * 365),
+        backend: str | None = None,
+        actor: str = "cli",
+    ) -> None:
+        """Create the root and one issuing CA."""
+        backend = backend or self.settings.key_backend
+        self.authority.create_root(
+            root_name,
+            common_name=root_cn,
+            algorithm=root_algorithm,
+            lifetime=root_lifetime,
+            backend=backend,
+            actor=actor,
+        )
+        self.authority.create_issuing(
+            issuing_name,
+            parent=root_name,
+            common_name=issuing_cn,
+            algorithm=issuing_algorithm,
+            lifetime=issuing_lifetime,
+            backend=backend,
+            actor=actor,
+        )
+
+    def close(self) -> None:
+        """Release database connections and token sessions."""
+        self.store.dispose()
+        for backend in self.keys.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+
+
+def open_installation(
+    settings: Settings,
+    *,
+    create: bool = False,
+    clock: Clock | None = None,
+    lint: bool = True,
+) -> Installation:
+    """Open (and with ``create``, make) the installation the settings describe."""
+    home = settings.home
+    if not home.exists():
+        if not create:
+            raise ConfigError(f"no installation at {home}: run `iotpki init` first")
+        home.mkdir(parents=True, mode=0o700)
+    os.chmod(home, 0o700)
+    store = SqlStore(settings.effective_database_url)
+    store.migrate()
+    keys: dict[str, KeyBackend] = {
+        "file": FileKeyBackend(home / "keys", _passphrase(settings, create))
+    }
+    pkcs11 = _pkcs11_backend(settings)
+    if pkcs11 is not None:
+        keys["pkcs11"] = pkcs11
+    linter = None
+    if lint:
+        from iotpki.lint import PkilintLinter
+
+        linter = PkilintLinter()
+    authority = Authority(
+        store,
+        keys,
+        AuthorityConfig(
+            public_base_url=settings.effective_public_base_url,
+            profiles=settings.resolved_profiles(),
+            default_ca=settings.default_ca,
+            organization=settings.organization,
+        ),
+        clock=clock or SystemClock(),
+        linter=linter,
+    )
+    return Installation(settings, store, keys, authority)
