@@ -5,7 +5,7 @@ an adapter needs to turn it into its wire form (HTTP status, ACME problem, SCEP 
 status) in one place::
 
     IotpkiError
-     +-- ConfigError              settings or installation state are unusable
+     +-- ConfigError              settings or installation state are unusable (503)
      +-- RequestError             the caller asked for something invalid (400)
      |    +-- MalformedInput      bytes that do not parse (PEM, DER, base64, JSON)
      |    +-- BadSignature        a CSR or message whose signature does not verify
@@ -16,6 +16,7 @@ status) in one place::
      +-- NotFound                 no such CA, certificate, profile or device (404)
      +-- Conflict                 the state does not allow it, e.g. already revoked (409)
      +-- BackendError             a key backend or the store failed (503)
+     |    +-- KeyMissing          a CA key is not in its backend
      +-- AuditChainBroken         the audit log's hash chain does not verify
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "IotpkiError",
+    "KeyMissing",
     "KeyRejected",
     "MalformedInput",
     "NotFound",
@@ -48,6 +50,7 @@ class IotpkiError(Exception):
         super().__init__(message)
         self.message = message
         self.data = data
+        self.audited = False  # set once an audit event records this error
 
     def as_dict(self) -> dict[str, object]:
         """The error as a JSON-ready mapping (code, message and its data)."""
@@ -57,6 +60,7 @@ class IotpkiError(Exception):
 class ConfigError(IotpkiError):
     """Settings or the installation's state are unusable."""
 
+    status = 503
     code = "config"
 
 
@@ -124,6 +128,12 @@ class BackendError(IotpkiError):
 
     status = 503
     code = "backend"
+
+
+class KeyMissing(BackendError):
+    """A key reference that its backend does not hold."""
+
+    code = "key_missing"
 
 
 class AuditChainBroken(IotpkiError):

@@ -64,7 +64,7 @@ def _pkcs11_backend(settings: Settings) -> KeyBackend | None:
     if pin is None and settings.pkcs11_pin_file is not None:
         pin = _read_secret(settings.pkcs11_pin_file, "PKCS#11 PIN")
     if pin is None:
-        raise ConfigError("pkcs11_token is set but no PIN: set IOTPKI_PKCS11_PIN or pkcs11_pin_file")
+        raise ConfigError("pkcs11_token is set but no PIN: set IOTPKI_PKCS11_PIN or a PIN file")
     from iotpki.keys.pkcs11 import Pkcs11Backend
 
     return Pkcs11Backend(settings.pkcs11_module, settings.pkcs11_token, pin)

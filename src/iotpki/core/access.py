@@ -23,8 +23,16 @@ _PREFIX = "itk"
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.ADMIN: frozenset({"*"}),
     Role.OPERATOR: frozenset(
-        {"cert:read", "cert:issue", "cert:revoke", "ca:read", "device:read", "device:write",
-         "secret:create", "audit:read"}
+        {
+            "cert:read",
+            "cert:issue",
+            "cert:revoke",
+            "ca:read",
+            "device:read",
+            "device:write",
+            "secret:create",
+            "audit:read",
+        }
     ),
     Role.AUDITOR: frozenset({"cert:read", "ca:read", "device:read", "audit:read", "report:read"}),
     Role.PROVISIONER: frozenset({"device:read", "device:write", "secret:create"}),

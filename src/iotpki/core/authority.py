@@ -7,10 +7,11 @@ Refusals are audited in a transaction of their own and change nothing else.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
-    CertificateIssuerPublicKeyTypes,
+    CertificatePublicKeyTypes,
 )
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
@@ -54,8 +55,12 @@ from iotpki.errors import (
     PolicyViolation,
 )
 
-__all__ = ["Authority", "AuthorityConfig", "Issued", "serial_hex"]
+__all__ = ["Authority", "AuthorityConfig", "EventListener", "Issued", "serial_hex"]
 
+EventListener = Callable[[str, str, dict[str, object]], None]
+"""Called after commit with (action, actor, data) for every audited authority event."""
+
+log = logging.getLogger(__name__)
 _DER = serialization.Encoding.DER
 _LINT_BLOCKING = ("ERROR", "FATAL")
 _CA_CACHE_SECONDS = 10.0
@@ -126,6 +131,18 @@ class Authority:
         self._signing: dict[str, _SigningCA] = {}
         self._lint_keys: dict[KeyAlgorithm, CertificateIssuerPrivateKeyTypes] = {}
         self._templates_checked: set[tuple[str, str]] = set()
+        self._listeners: list[EventListener] = []
+
+    def subscribe(self, listener: EventListener) -> None:
+        """Call ``listener`` after each committed event (metrics, monitoring)."""
+        self._listeners.append(listener)
+
+    def _emit(self, action: str, actor: str, data: dict[str, object]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(action, actor, data)
+            except Exception:  # a listener's failure never fails the operation
+                log.exception("event listener failed on %s", action)
 
     @property
     def store(self) -> Store:
@@ -143,14 +160,21 @@ class Authority:
         """Append an event that accompanies no other change (e.g. a refusal)."""
         with self._store.transaction() as tx:
             tx.append_audit(self._clock.now(), actor, action, target, data)
+        self._emit(action, actor, data)
 
     @contextmanager
     def _refusals_audited(self, actor: str, action: str, target: str) -> Iterator[None]:
         try:
             yield
         except IotpkiError as exc:
+            if exc.audited:
+                raise
+            exc.audited = True
             self.record_event(
-                actor, f"{action}.refused", target, {"reason": exc.message, "code": exc.code}
+                actor,
+                f"{action}.refused",
+                target,
+                {"reason": exc.message, "code": exc.code, **_refusal_labels(exc)},
             )
             raise
 
@@ -488,7 +512,7 @@ class Authority:
                     lifetime=lifetime,
                     ca_not_after=signing.certificate.not_valid_after_utc,
                 )
-                public_key: CertificateIssuerPublicKeyTypes = old_cert.public_key()  # type: ignore[assignment]
+                public_key: CertificatePublicKeyTypes = old_cert.public_key()
             else:
                 if not csr.is_signature_valid:
                     raise BadSignature("the CSR's signature does not verify")
@@ -504,7 +528,7 @@ class Authority:
                     raise PolicyViolation(
                         "a renewal must keep the identity: subject and names differ", serial=serial
                     )
-                public_key = csr.public_key()  # type: ignore[assignment]
+                public_key = csr.public_key()
             cert = self._sign(signing, public_key, decision, with_revocation_urls=True)
             record = self._record_issue(
                 signing, cert, decision, prof, actor, kind="renewed", renewed_from=serial
@@ -541,6 +565,16 @@ class Authority:
                 assert revoked is not None
                 if record.profile == "sub-ca":
                     _revoke_child_ca(tx, record, now, actor)
+        self._emit(
+            "certificate.revoked",
+            actor,
+            {
+                "ca": record.ca_name,
+                "profile": record.profile,
+                "reason": str(reason),
+                "serial": record.serial,
+            },
+        )
         return revoked
 
     def get(self, serial: str, *, ca: str | None = None) -> CertificateRecord:
@@ -548,7 +582,7 @@ class Authority:
         with self._store.transaction() as tx:
             return _one_certificate(tx, ca, serial)
 
-    def list(self, query: CertificateQuery) -> list[CertificateRecord]:
+    def search(self, query: CertificateQuery) -> list[CertificateRecord]:
         """Certificates matching the query, newest first."""
         with self._store.transaction() as tx:
             return tx.list_certificates(query, self._clock.now())
@@ -558,7 +592,7 @@ class Authority:
     def _builder(
         self,
         signing: _SigningCA,
-        public_key: CertificateIssuerPublicKeyTypes,
+        public_key: CertificatePublicKeyTypes,
         decision: policy.Decision,
         with_revocation_urls: bool,
     ) -> x509.CertificateBuilder:
@@ -613,7 +647,7 @@ class Authority:
     def _sign(
         self,
         signing: _SigningCA,
-        public_key: CertificateIssuerPublicKeyTypes,
+        public_key: CertificatePublicKeyTypes,
         decision: policy.Decision,
         *,
         with_revocation_urls: bool,
@@ -634,7 +668,7 @@ class Authority:
     def _lint_findings(
         self,
         signing: _SigningCA,
-        public_key: CertificateIssuerPublicKeyTypes,
+        public_key: CertificatePublicKeyTypes,
         decision: policy.Decision,
     ) -> list[LintFinding]:
         """Lint the certificate as it would be issued, signed by a throwaway key, not the CA's."""
@@ -650,7 +684,7 @@ class Authority:
         self,
         profile: policy.Profile,
         signing: _SigningCA,
-        public_key: CertificateIssuerPublicKeyTypes,
+        public_key: CertificatePublicKeyTypes,
         decision: policy.Decision,
     ) -> None:
         if self._linter is None or profile.lint == "off":
@@ -723,6 +757,7 @@ class Authority:
             if renewed_from:
                 data["renewed_from"] = renewed_from
             tx.append_audit(now, actor, f"certificate.{kind}", record.serial, data)
+        self._emit(f"certificate.{kind}", actor, data)
         return record
 
     # -- background lint -------------------------------------------------------------------
@@ -848,3 +883,7 @@ def _revoke_child_ca(
                 )
             )
             tx.append_audit(now, actor, "ca.revoked", ca.name, {"serial": record.serial})
+
+
+def _refusal_labels(exc: IotpkiError) -> dict[str, object]:
+    return {k: v for k, v in exc.data.items() if k in ("profile", "ca", "serial", "device_id")}

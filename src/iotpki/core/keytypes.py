@@ -69,7 +69,7 @@ def describe_key(key: CertificatePublicKeyTypes) -> str:
     return type(key).__name__.removesuffix("PublicKey").lstrip("_")
 
 
-def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+def signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384 | None:
     """The hash a CA key signs with (None for Ed25519 and ML-DSA, which hash internally)."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()

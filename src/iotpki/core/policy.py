@@ -21,10 +21,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, mldsa, rsa
-from cryptography.hazmat.primitives.asymmetric.types import (
-    CertificateIssuerPublicKeyTypes,
-    CertificatePublicKeyTypes,
-)
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iotpki.core.keytypes import describe_key, generate_private_key, signature_hash
@@ -517,9 +514,7 @@ _TEMPLATE_KEYS = {
 }
 
 
-def template_request(
-    profile: Profile, now: datetime
-) -> tuple[CertificateIssuerPublicKeyTypes, Decision]:
+def template_request(profile: Profile, now: datetime) -> tuple[CertificatePublicKeyTypes, Decision]:
     """A representative key and decision for linting a profile before its first use."""
     key = generate_private_key(_TEMPLATE_KEYS[profile.key_types[0]])
     builder = x509.CertificateSigningRequestBuilder()
@@ -531,4 +526,4 @@ def template_request(
         cn = "template-check"
         builder = builder.subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
     csr = builder.sign(key, signature_hash(key))
-    return key.public_key(), decide(csr, profile, now=now)  # type: ignore[return-value]
+    return key.public_key(), decide(csr, profile, now=now)

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificateIssuerPublicKeyTypes,
@@ -15,9 +16,19 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 
 from iotpki.core.keytypes import generate_private_key
 from iotpki.core.models import KeyAlgorithm
-from iotpki.errors import BackendError, ConfigError, NotFound
+from iotpki.errors import BackendError, ConfigError, KeyMissing
 
 __all__ = ["FileKeyBackend", "write_private"]
+
+_SIGNING = (
+    ec.EllipticCurvePrivateKey,
+    rsa.RSAPrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    mldsa.MLDSA44PrivateKey,
+    mldsa.MLDSA65PrivateKey,
+    mldsa.MLDSA87PrivateKey,
+)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -71,7 +82,7 @@ class FileKeyBackend:
             return key
         path = self._dir / key_ref
         if "/" in key_ref or not path.is_file():
-            raise NotFound(f"no key file {key_ref!r}", key_ref=key_ref)
+            raise KeyMissing(f"no key file {key_ref!r}", key_ref=key_ref)
         try:
             loaded = serialization.load_pem_private_key(path.read_bytes(), self._passphrase)
         except (ValueError, TypeError) as exc:
@@ -79,12 +90,11 @@ class FileKeyBackend:
                 f"cannot decrypt key {key_ref!r}: wrong passphrase or damaged file",
                 key_ref=key_ref,
             ) from exc
-        if not hasattr(loaded, "sign"):
-            raise BackendError(f"key {key_ref!r} cannot sign", key_ref=key_ref)
-        key = loaded  # type: ignore[assignment]
+        if not isinstance(loaded, _SIGNING):
+            raise BackendError(f"key {key_ref!r} cannot sign certificates", key_ref=key_ref)
         with self._lock:
-            self._cache[key_ref] = key
-        return key
+            self._cache[key_ref] = loaded
+        return loaded
 
     def public_key(self, key_ref: str) -> CertificateIssuerPublicKeyTypes:
         """The public half of a stored key."""

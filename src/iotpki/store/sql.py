@@ -115,7 +115,9 @@ class SqlTransaction:
 
     def list_cas(self) -> list[CARecord]:
         """Every CA, oldest first."""
-        rows = self._conn.execute(select(s.cas).order_by(s.cas.c.created_at, s.cas.c.name))
+        rows = self._conn.execute(
+            select(s.cas).order_by(s.cas.c.kind.desc(), s.cas.c.created_at, s.cas.c.name)
+        )
         return [_ca(row) for row in rows]
 
     def put_ca(self, record: CARecord) -> None:

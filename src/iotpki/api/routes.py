@@ -1,0 +1,351 @@
+"""The admin REST API under ``/api/v1``: bearer-token authentication, roles, JSON in and out.
+
+Every call is authorised by role; state changes are audited by the authority with the caller
+as actor, reads and refusals by this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from iotpki.api.openapi import openapi_document
+from iotpki.core import access
+from iotpki.core.authority import Authority
+from iotpki.core.encoding import load_csr, pem
+from iotpki.core.models import (
+    ApiTokenRecord,
+    CARecord,
+    CertificateQuery,
+    CertificateRecord,
+    CertStatus,
+    RevocationReason,
+    Role,
+)
+from iotpki.core.policy import parse_duration
+from iotpki.errors import AuthError, ConfigError, IotpkiError, MalformedInput, RequestError
+from iotpki.protocols.http import read_body
+
+__all__ = ["api_routes", "certificate_json"]
+
+_BODY_LIMIT = 64 * 1024
+_MAX_PAGE = 500
+
+Handler = Callable[[Request, ApiTokenRecord], Awaitable[Response]]
+
+
+def certificate_json(record: CertificateRecord, now: datetime) -> dict[str, Any]:
+    """A certificate record as the API shows it."""
+    return {
+        "serial": record.serial,
+        "ca": record.ca_name,
+        "profile": record.profile,
+        "device_id": record.device_id,
+        "subject": record.subject,
+        "sans": list(record.sans),
+        "not_before": record.not_before.isoformat(),
+        "not_after": record.not_after.isoformat(),
+        "status": "expired"
+        if record.status is CertStatus.VALID and record.not_after < now
+        else str(record.status),
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+        "revocation_reason": str(record.revocation_reason) if record.revocation_reason else None,
+        "key_algorithm": record.key_algorithm,
+        "key_fingerprint": record.key_fingerprint,
+        "lint_status": record.lint_status,
+    }
+
+
+def _ca_json(record: CARecord, now: datetime) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": record.name,
+        "kind": str(record.kind),
+        "status": str(record.status),
+        "parent": record.parent,
+        "key_backend": record.key_backend,
+        "has_key": record.key_ref is not None,
+    }
+    if record.certificate_der is not None:
+        cert = record.certificate
+        body |= {
+            "subject": cert.subject.rfc4514_string(),
+            "not_before": cert.not_valid_before_utc.isoformat(),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+            "seconds_until_expiry": int((cert.not_valid_after_utc - now).total_seconds()),
+            "certificate": pem([cert]).decode(),
+        }
+    return body
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise RequestError("expected Content-Type: application/json")
+    body = await read_body(request, _BODY_LIMIT)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedInput(f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedInput("body must be a JSON object")
+    return data
+
+
+def _str_field(data: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise RequestError(f"field {name!r} is required", field=name)
+        return None
+    if not isinstance(value, str) or len(value) > 16384:
+        raise RequestError(f"field {name!r} must be a string", field=name)
+    return value
+
+
+def _lifetime(value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ConfigError as exc:
+        raise RequestError(exc.message, field="lifetime") from exc
+
+
+def _datetime_param(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise RequestError(f"{name} must be an ISO 8601 time", field=name) from exc
+    if parsed.tzinfo is None:
+        raise RequestError(f"{name} needs a time zone", field=name)
+    return parsed
+
+
+def _int_param(value: str | None, name: str, default: int, maximum: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) > maximum:
+        raise RequestError(f"{name} must be an integer from 0 to {maximum}", field=name)
+    return int(value)
+
+
+class AdminApi:
+    """Route handlers bound to one authority."""
+
+    def __init__(self, authority: Authority) -> None:
+        self.authority = authority
+
+    def _now(self) -> datetime:
+        return self.authority.clock.now()
+
+    def _audit_read(self, caller: ApiTokenRecord, action: str, target: str) -> None:
+        self.authority.record_event(f"api:{caller.token_id}", f"api.{action}", target, {})
+
+    def endpoint(self, action: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap a handler with authentication, authorisation and the error form."""
+
+        async def wrapped(request: Request) -> Response:
+            actor = "api:anonymous"
+            try:
+                caller = await run_in_threadpool(self._authenticate, request)
+                actor = f"api:{caller.token_id}"
+                access.authorize(caller.role, action)
+                return await handler(request, caller)
+            except IotpkiError as exc:
+                if not exc.audited:
+                    await run_in_threadpool(
+                        self.authority.record_event,
+                        actor,
+                        "api.denied" if isinstance(exc, AuthError) else "api.refused",
+                        request.url.path[:256],
+                        {"reason": exc.message, "code": exc.code, "action": action},
+                    )
+                return JSONResponse(exc.as_dict(), status_code=exc.status)
+
+        return wrapped
+
+    def _authenticate(self, request: Request) -> ApiTokenRecord:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("missing bearer token")
+        return access.authenticate(self.authority.store, self.authority.clock, token.strip())
+
+    async def issue(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """POST /certificates: issue from a PEM CSR."""
+        data = await _json_body(request)
+        csr = load_csr((_str_field(data, "csr", required=True) or "").encode())
+        issued = await run_in_threadpool(
+            lambda: self.authority.issue(
+                csr,
+                profile=_str_field(data, "profile") or "device",
+                ca=_str_field(data, "ca"),
+                device_id=_str_field(data, "device_id"),
+                lifetime=_lifetime(_str_field(data, "lifetime")),
+                actor=f"api:{caller.token_id}",
+            )
+        )
+        body = certificate_json(issued.record, self._now())
+        body["certificate"] = pem([issued.certificate]).decode()
+        body["chain"] = pem(issued.chain).decode()
+        return JSONResponse(body, status_code=201)
+
+    async def list_certificates(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """GET /certificates: search with filters, one page."""
+        params = request.query_params
+        status = params.get("status")
+        if status is not None and status not in {s.value for s in CertStatus}:
+            raise RequestError("status must be valid or revoked", field="status")
+        query = CertificateQuery(
+            status=CertStatus(status) if status else None,
+            ca_name=params.get("ca"),
+            profile=params.get("profile"),
+            device_id=params.get("device_id"),
+            subject_contains=params.get("q"),
+            expiring_before=_datetime_param(params.get("expiring_before"), "expiring_before"),
+            limit=_int_param(params.get("limit"), "limit", 100, _MAX_PAGE),
+            offset=_int_param(params.get("offset"), "offset", 0, 10_000_000),
+        )
+        records = await run_in_threadpool(self.authority.search, query)
+        await run_in_threadpool(self._audit_read, caller, "certificates.list", "")
+        now = self._now()
+        return JSONResponse({"items": [certificate_json(r, now) for r in records]})
+
+    async def show_certificate(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """GET /certificates/{serial}."""
+        serial = request.path_params["serial"]
+        record = await run_in_threadpool(
+            lambda: self.authority.get(serial, ca=request.query_params.get("ca"))
+        )
+        await run_in_threadpool(self._audit_read, caller, "certificates.show", record.serial)
+        body = certificate_json(record, self._now())
+        body["certificate"] = pem([record.certificate]).decode()
+        return JSONResponse(body)
+
+    async def revoke(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """POST /certificates/{serial}/revoke with an RFC 5280 reason name."""
+        data = await _json_body(request)
+        reason_name = _str_field(data, "reason") or "unspecified"
+        try:
+            reason = RevocationReason(reason_name)
+        except ValueError as exc:
+            raise RequestError(
+                f"unknown revocation reason {reason_name!r}", field="reason"
+            ) from exc
+        record = await run_in_threadpool(
+            lambda: self.authority.revoke(
+                request.path_params["serial"],
+                reason=reason,
+                ca=_str_field(data, "ca"),
+                invalidity_date=_datetime_param(
+                    _str_field(data, "invalidity_date"), "invalidity_date"
+                ),
+                actor=f"api:{caller.token_id}",
+            )
+        )
+        return JSONResponse(certificate_json(record, self._now()))
+
+    async def renew(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """POST /certificates/{serial}/renew, optionally with a new CSR (rekey)."""
+        data = await _json_body(request)
+        csr_text = _str_field(data, "csr")
+        csr = load_csr(csr_text.encode()) if csr_text else None
+        issued = await run_in_threadpool(
+            lambda: self.authority.renew(
+                request.path_params["serial"],
+                csr=csr,
+                ca=_str_field(data, "ca"),
+                lifetime=_lifetime(_str_field(data, "lifetime")),
+                actor=f"api:{caller.token_id}",
+            )
+        )
+        body = certificate_json(issued.record, self._now())
+        body["certificate"] = pem([issued.certificate]).decode()
+        body["chain"] = pem(issued.chain).decode()
+        return JSONResponse(body, status_code=201)
+
+    async def list_cas(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """GET /cas, with each CA's expiry."""
+        cas = await run_in_threadpool(self.authority.list_cas)
+        await run_in_threadpool(self._audit_read, caller, "cas.list", "")
+        now = self._now()
+        return JSONResponse({"items": [_ca_json(ca, now) for ca in cas]})
+
+    async def show_ca(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """GET /cas/{name}."""
+        ca = await run_in_threadpool(self.authority.get_ca, request.path_params["name"])
+        await run_in_threadpool(self._audit_read, caller, "cas.show", ca.name)
+        return JSONResponse(_ca_json(ca, self._now()))
+
+    async def create_token(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """POST /tokens: a new API token for a role (admin only)."""
+        data = await _json_body(request)
+        role_name = _str_field(data, "role", required=True) or ""
+        try:
+            role = Role(role_name)
+        except ValueError as exc:
+            raise RequestError(f"unknown role {role_name!r}", field="role") from exc
+        token, record = await run_in_threadpool(
+            lambda: access.create_token(
+                self.authority.store,
+                self.authority.clock,
+                role=role,
+                description=_str_field(data, "description") or "",
+                actor=f"api:{caller.token_id}",
+            )
+        )
+        return JSONResponse(
+            {"token": token, "token_id": record.token_id, "role": str(role)}, status_code=201
+        )
+
+    async def verify_audit(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """GET /audit/verify: walk the hash chain."""
+        from iotpki.core.audit import verify_chain
+
+        store = self.authority.store
+        report = await run_in_threadpool(
+            lambda: verify_chain(store.audit_events(), store.audit_head())
+        )
+        await run_in_threadpool(self._audit_read, caller, "audit.verify", "")
+        return JSONResponse(
+            {
+                "ok": report.ok,
+                "events": report.events,
+                "first_bad_seq": report.first_bad_seq,
+                "problem": report.problem,
+            }
+        )
+
+
+async def _openapi(_: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+def api_routes(authority: Authority) -> list[BaseRoute]:
+    """The admin API's routes, to mount at the HTTPS listener's root."""
+    api = AdminApi(authority)
+    e = api.endpoint
+    return [
+        Route("/api/openapi.json", _openapi, methods=["GET"]),
+        Route("/api/v1/certificates", e("cert:issue", api.issue), methods=["POST"]),
+        Route("/api/v1/certificates", e("cert:read", api.list_certificates), methods=["GET"]),
+        Route(
+            "/api/v1/certificates/{serial}", e("cert:read", api.show_certificate), methods=["GET"]
+        ),
+        Route(
+            "/api/v1/certificates/{serial}/revoke", e("cert:revoke", api.revoke), methods=["POST"]
+        ),
+        Route("/api/v1/certificates/{serial}/renew", e("cert:issue", api.renew), methods=["POST"]),
+        Route("/api/v1/cas", e("ca:read", api.list_cas), methods=["GET"]),
+        Route("/api/v1/cas/{name}", e("ca:read", api.show_ca), methods=["GET"]),
+        Route("/api/v1/tokens", e("token:create", api.create_token), methods=["POST"]),
+        Route("/api/v1/audit/verify", e("audit:read", api.verify_audit), methods=["GET"]),
+    ]

@@ -1,0 +1,1 @@
+"""The ``iotpki`` command line."""

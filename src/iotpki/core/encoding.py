@@ -1,0 +1,44 @@
+"""Parsing and encoding of certificates and CSRs as PEM or DER."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from iotpki.errors import MalformedInput
+
+__all__ = ["load_certificate", "load_certificates", "load_csr", "pem"]
+
+
+def load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    """A CSR from PEM or DER bytes."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_csr(data)
+        return x509.load_der_x509_csr(data)
+    except ValueError as exc:
+        raise MalformedInput(f"not a PKCS#10 certificate request: {exc}") from exc
+
+
+def load_certificate(data: bytes) -> x509.Certificate:
+    """One certificate from PEM or DER bytes (the first, if PEM holds several)."""
+    return load_certificates(data)[0]
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate in PEM bytes, or the one certificate in DER bytes."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+    except ValueError as exc:
+        raise MalformedInput(f"not an X.509 certificate: {exc}") from exc
+    return certs
+
+
+def pem(certificates: Iterable[x509.Certificate]) -> bytes:
+    """Certificates as concatenated PEM blocks, in the given order."""
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)

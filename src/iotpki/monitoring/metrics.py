@@ -1,0 +1,80 @@
+"""Prometheus metrics fed by the authority's events and by request timing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from iotpki.core.models import CARecord
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+def _protocol(actor: str) -> str:
+    """The protocol label of an actor such as ``api:3f2a`` or ``est:dev-1``."""
+    return actor.split(":", 1)[0]
+
+
+class Metrics:
+    """One process's metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.issued = Counter(
+            "iotpki_certificates_issued_total",
+            "Certificates issued (including renewals)",
+            ["protocol", "profile", "ca"],
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "iotpki_requests_refused_total",
+            "Requests refused by policy, authentication or validation",
+            ["protocol", "action", "code"],
+            registry=self.registry,
+        )
+        self.revoked = Counter(
+            "iotpki_certificates_revoked_total",
+            "Certificates revoked",
+            ["protocol", "profile", "ca", "reason"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "iotpki_request_seconds",
+            "HTTP request latency",
+            ["listener", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.ca_expiry = Gauge(
+            "iotpki_ca_seconds_until_expiry",
+            "Seconds until each CA certificate expires",
+            ["ca"],
+            registry=self.registry,
+        )
+
+    def on_event(self, action: str, actor: str, data: dict[str, object]) -> None:
+        """Count an authority event (the authority's ``EventListener``)."""
+        protocol = _protocol(actor)
+        if action in ("certificate.issued", "certificate.renewed"):
+            self.issued.labels(protocol, str(data.get("profile")), str(data.get("ca"))).inc()
+        elif action == "certificate.revoked":
+            self.revoked.labels(
+                protocol, str(data.get("profile")), str(data.get("ca")), str(data.get("reason"))
+            ).inc()
+        elif action.endswith(".refused"):
+            self.refused.labels(
+                protocol, action.removesuffix(".refused"), str(data.get("code"))
+            ).inc()
+
+    def update_cas(self, cas: list[CARecord], now: datetime) -> None:
+        """Refresh the CA expiry gauges."""
+        for ca in cas:
+            if ca.certificate_der is not None:
+                remaining = ca.certificate.not_valid_after_utc - now
+                self.ca_expiry.labels(ca.name).set(remaining.total_seconds())
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

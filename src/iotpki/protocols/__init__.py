@@ -1,0 +1,1 @@
+"""Protocol adapters: parse, authenticate, call the authority, encode. They never sign."""

@@ -1,0 +1,34 @@
+"""CA certificates for AIA caIssuers (RFC 5280 section 4.2.2.1): ``/ca/<name>.crt``, DER."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives import serialization
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from iotpki.core.authority import Authority
+from iotpki.errors import NotFound
+
+__all__ = ["routes"]
+
+
+def routes(authority: Authority) -> list[BaseRoute]:
+    """The caIssuers route."""
+
+    async def ca_certificate(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            ca = await run_in_threadpool(authority.get_ca, name)
+        except NotFound:
+            return PlainTextResponse("no such CA", status_code=404)
+        if ca.certificate_der is None:
+            return PlainTextResponse("CA not active", status_code=404)
+        return Response(
+            ca.certificate.public_bytes(serialization.Encoding.DER),
+            media_type="application/pkix-cert",
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
+    return [Route("/ca/{name}.crt", ca_certificate, methods=["GET"])]

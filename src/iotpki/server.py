@@ -1,0 +1,240 @@
+"""Composition root: builds the HTTPS and HTTP applications and runs both listeners.
+
+HTTPS (:8443) carries the admin API and the enrollment protocols that authenticate devices by
+TLS client certificate; HTTP (:8080) carries what relying parties fetch without TLS: CA
+certificates, CRLs, OCSP, SCEP. Both answer ``/healthz`` and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from iotpki.api import api_routes
+from iotpki.asgi_tls import TLSExtensionProtocol
+from iotpki.core.encoding import pem
+from iotpki.installation import Installation
+from iotpki.keys.file import write_private
+from iotpki.monitoring.metrics import CONTENT_TYPE_LATEST, Metrics
+from iotpki.protocols import aia
+
+__all__ = ["Service", "build_http_app", "build_https_app", "ensure_tls_identity", "serve"]
+
+log = logging.getLogger(__name__)
+
+_TLS_DIR = "tls"
+
+
+@dataclass
+class Service:
+    """What every adapter is given: the installation and the process's metrics."""
+
+    installation: Installation
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.installation.authority.subscribe(self.metrics.on_event)
+
+
+class _TimingMiddleware:
+    """Observes request latency per listener and route prefix."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, listener: str) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.listener = listener
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = "/".join(scope["path"].split("/")[:3])[:48] or "/"
+            self.metrics.latency.labels(self.listener, route).observe(time.perf_counter() - start)
+
+
+def _common_routes(service: Service) -> list[BaseRoute]:
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(_: Request) -> Response:
+        inst = service.installation
+        service.metrics.update_cas(inst.authority.list_cas(), inst.authority.clock.now())
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse("not found", status_code=404)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)
+
+
+def _app(routes: Sequence[BaseRoute], service: Service, listener: str) -> ASGIApp:
+    app = Starlette(
+        routes=list(routes),
+        exception_handlers={404: _not_found, Exception: _internal_error},
+    )
+    return _TimingMiddleware(app, service.metrics, listener)
+
+
+def build_https_app(service: Service) -> ASGIApp:
+    """The application behind the HTTPS listener."""
+    routes = _common_routes(service) + api_routes(service.installation.authority)
+    return _app(routes, service, "https")
+
+
+def build_http_app(service: Service) -> ASGIApp:
+    """The application behind the plain-HTTP listener."""
+    routes = _common_routes(service) + aia.routes(service.installation.authority)
+    return _app(routes, service, "http")
+
+
+def ensure_tls_identity(inst: Installation) -> tuple[Path, Path]:
+    """The HTTPS listener's key and certificate chain, issued by the installation's own CA.
+
+    Issued on first start and again when a third of its life remains or the configured server
+    names changed.
+    """
+    directory = inst.home / _TLS_DIR
+    key_path, cert_path = directory / "server.key", directory / "server.pem"
+    names = list(inst.settings.server_names)
+    if cert_path.is_file() and key_path.is_file():
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        now = inst.authority.clock.now()
+        life = cert.not_valid_after_utc - cert.not_valid_before_utc
+        if cert.not_valid_after_utc - now > life / 3 and _server_names(cert) == sorted(names):
+            return key_path, cert_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .add_extension(
+            x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    issued = inst.authority.issue(csr, profile="server", actor="server:tls")
+    write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    write_private(cert_path, pem(issued.chain))
+    return key_path, cert_path
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    import ipaddress
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def _server_names(cert: x509.Certificate) -> list[str]:
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return sorted(str(n.value) for n in sans)
+
+
+def https_context(inst: Installation, key_path: Path, cert_path: Path) -> ssl.SSLContext:
+    """Server TLS context: TLS 1.2+, client certificates requested and checked if sent."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    anchors = [ca.certificate for ca in inst.authority.list_cas() if ca.certificate_der]
+    context.load_verify_locations(cadata=pem(anchors).decode())
+    return context
+
+
+class _Listener(uvicorn.Server):
+    """A uvicorn server whose signals are handled by ``serve`` for both listeners."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _background_lint(inst: Installation, stop: threading.Event) -> None:
+    """Lint issued certificates in the background, keeping findings for the report."""
+    while not stop.is_set():
+        try:
+            done = inst.authority.lint_pending()
+        except Exception:
+            log.exception("background lint failed")
+            done = 0
+        stop.wait(0.5 if done else 5.0)
+
+
+def serve(inst: Installation, *, host: str, https_port: int, http_port: int) -> None:
+    """Run both listeners until SIGINT or SIGTERM."""
+    service = Service(inst)
+    key_path, cert_path = ensure_tls_identity(inst)
+    tls = https_context(inst, key_path, cert_path)
+    common: dict[str, Any] = {"host": host, "log_level": "info", "lifespan": "off"}
+    https = uvicorn.Config(
+        build_https_app(service),
+        port=https_port,
+        http=TLSExtensionProtocol,
+        ssl_context_factory=lambda _config, _default: tls,
+        **common,
+    )
+    http = uvicorn.Config(build_http_app(service), port=http_port, http="httptools", **common)
+    listeners = [_Listener(https), _Listener(http)]
+    stop = threading.Event()
+    if inst.settings.lint_background:
+        threading.Thread(target=_background_lint, args=(inst, stop), daemon=True).start()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, _stop_all, listeners)
+        await asyncio.gather(*(listener.serve() for listener in listeners))
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop.set()
+
+
+def _stop_all(listeners: list[_Listener]) -> None:
+    for listener in listeners:
+        listener.should_exit = True
