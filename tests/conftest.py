@@ -18,8 +18,8 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from iotpki.installation import Installation, open_installation  # noqa: E402
-from iotpki.settings import Settings  # noqa: E402
+from iotpki.installation import Installation, open_installation
+from iotpki.settings import Settings
 
 PG_URL_ENV = "IOTPKI_TEST_DATABASE_URL"
 

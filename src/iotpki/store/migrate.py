@@ -14,9 +14,9 @@ _SCRIPTS = Path(__file__).with_name("migrations")
 
 
 def upgrade(engine: Engine) -> None:
-    """Upgrade the database behind ``engine`` to the newest revision."""
+    """Upgrade the database behind ``engine`` to the newest revision of every branch."""
     config = Config()
     config.set_main_option("script_location", str(_SCRIPTS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")

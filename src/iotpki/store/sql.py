@@ -221,8 +221,12 @@ class SqlTransaction:
         if query.device_id is not None:
             stmt = stmt.where(c.device_id == query.device_id)
         if query.subject_contains:
-            pattern = "%" + query.subject_contains.replace("%", "").replace("_", "") + "%"
-            stmt = stmt.where(or_(c.subject.like(pattern), c.sans.like(pattern)))
+            literal = query.subject_contains.replace("\\", "\\\\")
+            literal = literal.replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{literal}%"
+            stmt = stmt.where(
+                or_(c.subject.like(pattern, escape="\\"), c.sans.like(pattern, escape="\\"))
+            )
         if query.expiring_before is not None:
             stmt = stmt.where(c.not_after < query.expiring_before)
         if not query.include_expired:

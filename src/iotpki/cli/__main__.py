@@ -1,0 +1,5 @@
+"""``python -m iotpki.cli``."""
+
+from iotpki.cli.main import run
+
+run()
