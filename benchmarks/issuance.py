@@ -184,8 +184,16 @@ def main() -> None:
     with console.status("generating device keys and CSRs..."):
         csrs = make_csrs(args.count)
     table = Table(title=f"issuance, one core, {args.count} certificates per run")
-    for column in ("CA key", "openssl sign/s", "openssl verify/s", "bare pyca loop/s",
-                   "authority SQLite/s", "ratio", "authority PostgreSQL/s", "ratio"):
+    for column in (
+        "CA key",
+        "openssl sign/s",
+        "openssl verify/s",
+        "bare pyca loop/s",
+        "authority SQLite/s",
+        "ratio",
+        "authority PostgreSQL/s",
+        "ratio",
+    ):
         table.add_column(column, justify="right")
     with postgres() as pg_url:
         for algorithm in (KeyAlgorithm.P256, KeyAlgorithm.RSA2048):
@@ -210,8 +218,10 @@ def main() -> None:
                 f"{pg / bare:.2f}" if pg else "-",
             )
     console.print(table)
-    console.print("target: P-256 CA on SQLite >= 0.6 x the bare loop (cfssl: ~2,200/s without "
-                  "a database, ~660/s with SQLite on this class of machine)")
+    console.print(
+        "target: P-256 CA on SQLite >= 0.6 x the bare loop (cfssl: ~2,200/s without "
+        "a database, ~660/s with SQLite on this class of machine)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ status) in one place::
      |    +-- BadSignature        a CSR or message whose signature does not verify
      |    +-- PolicyViolation     well-formed but refused by a profile's policy
      |         +-- KeyRejected    key type, size, curve, reuse or compromise
+     |         +-- AttestationRejected  a TPM key attestation that does not verify
      +-- AuthError                authentication failed (401)
      |    +-- Forbidden           authenticated, but the role does not allow it (403)
+     |    +-- RateLimited         too many failed attempts; retry after a while (429)
+     |    +-- PeerRefused         a TLS peer or signed message refused (``reason`` says why)
      +-- NotFound                 no such CA, certificate, profile or device (404)
      +-- Conflict                 the state does not allow it, e.g. already revoked (409)
      +-- BackendError             a key backend or the store failed (503)
@@ -23,6 +26,7 @@ status) in one place::
 from __future__ import annotations
 
 __all__ = [
+    "AttestationRejected",
     "AuditChainBroken",
     "AuthError",
     "BackendError",
@@ -35,7 +39,9 @@ __all__ = [
     "KeyRejected",
     "MalformedInput",
     "NotFound",
+    "PeerRefused",
     "PolicyViolation",
+    "RateLimited",
     "RequestError",
 ]
 
@@ -95,6 +101,12 @@ class KeyRejected(PolicyViolation):
     code = "bad_key"
 
 
+class AttestationRejected(PolicyViolation):
+    """A key attestation that does not verify; ``check`` names the failed step."""
+
+    code = "bad_attestation"
+
+
 class AuthError(IotpkiError):
     """Authentication failed or is missing."""
 
@@ -107,6 +119,23 @@ class Forbidden(AuthError):
 
     status = 403
     code = "forbidden"
+
+
+class RateLimited(AuthError):
+    """Too many failed attempts: refused until ``retry_after`` seconds have passed."""
+
+    status = 429
+    code = "rate_limited"
+
+
+class PeerRefused(AuthError):
+    """A TLS peer or a signed message is refused; ``reason`` names what failed."""
+
+    code = "peer_refused"
+
+    def __init__(self, message: str, *, reason: str, **data: object) -> None:
+        super().__init__(message, reason=reason, **data)
+        self.reason = reason
 
 
 class NotFound(IotpkiError):

@@ -5,6 +5,8 @@ The CLI and the server both start here; this is where settings turn into objects
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import secrets
@@ -12,7 +14,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from iotpki.core.authority import Authority, AuthorityConfig
+from iotpki.core.keyquality import KeyBlocklist
 from iotpki.core.models import CAKind, KeyAlgorithm
 from iotpki.core.ports import Clock, KeyBackend, SystemClock
 from iotpki.errors import ConfigError
@@ -166,8 +171,44 @@ def open_installation(
             profiles=settings.resolved_profiles(),
             default_ca=settings.default_ca,
             organization=settings.organization,
+            key_blocklist=_key_blocklist(settings),
         ),
         clock=clock or SystemClock(),
         linter=linter,
     )
+    _audit_settings(settings, authority)
     return Installation(settings, store, keys, authority)
+
+
+def _key_blocklist(settings: Settings) -> KeyBlocklist | None:
+    """The configured weak-key blocklists (openssl-blacklist format), if any."""
+    if not settings.key_blocklists:
+        return None
+    try:
+        return KeyBlocklist.from_files(settings.key_blocklists)
+    except OSError as exc:
+        raise ConfigError(f"cannot read a key blocklist: {exc}") from exc
+
+
+_SECRET_SETTINGS = frozenset({"passphrase", "pkcs11_pin"})
+
+
+def _audit_settings(settings: Settings, authority: Authority) -> None:
+    """Record a ``settings.changed`` event when the effective settings differ from last time."""
+    public = settings.model_dump(mode="json", exclude=set(_SECRET_SETTINGS))
+    if settings.database_url:
+        url = make_url(settings.database_url)
+        public["database_url"] = url.render_as_string(hide_password=True)
+    digest = hashlib.sha256(json.dumps(public, sort_keys=True).encode()).hexdigest()
+    last = authority.store.latest_audit("settings.changed")
+    if last is not None and last.data.get("digest") == digest:
+        return
+    previous = last.data.get("settings") if last is not None else None
+    before = previous if isinstance(previous, dict) else {}
+    changed = sorted(key for key, value in public.items() if before.get(key) != value)
+    authority.record_event(
+        "settings",
+        "settings.changed",
+        "settings",
+        {"digest": digest, "settings": public, "changed": changed},
+    )

@@ -31,12 +31,32 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iotpki.api import api_routes
+from iotpki.api.akca import akca_routes
+from iotpki.api.enrollment import enrollment_api_routes
+from iotpki.api.monitoring import monitoring_api_routes
+from iotpki.api.routes import AdminApi
+from iotpki.api.scep import scep_api_routes
 from iotpki.asgi_tls import TLSExtensionProtocol
+from iotpki.attestation_service import AkcaService
 from iotpki.core.encoding import pem
+from iotpki.core.enrollment import Enrollment, EnrollmentConfig
+from iotpki.core.scep import ScepService
 from iotpki.installation import Installation
 from iotpki.keys.file import write_private
 from iotpki.monitoring.metrics import CONTENT_TYPE_LATEST, Metrics
-from iotpki.protocols import aia
+from iotpki.monitoring.service import Monitor
+from iotpki.protocols import acme, aia
+from iotpki.protocols import crl as crl_protocol
+from iotpki.protocols import ocsp as ocsp_protocol
+from iotpki.protocols import scep as scep_protocol
+from iotpki.protocols.acme.admin import acme_admin_routes
+from iotpki.protocols.client_cert import ClientCertSource
+from iotpki.protocols.est.routes import est_routes
+from iotpki.protocols.est.tls import trust_bootstrap_cas
+from iotpki.protocols.scep.responder import CrlSource, ScepResponder
+from iotpki.revocation_service import RevocationService
+from iotpki.store.acme import SqlAcmeStore
+from iotpki.web import web_routes
 
 __all__ = ["Service", "build_http_app", "build_https_app", "ensure_tls_identity", "serve"]
 
@@ -51,9 +71,16 @@ class Service:
 
     installation: Installation
     metrics: Metrics = field(default_factory=Metrics)
+    revocation: RevocationService = field(init=False)
+    scep: ScepService = field(init=False)
+    monitor: Monitor = field(init=False)
 
     def __post_init__(self) -> None:
         self.installation.authority.subscribe(self.metrics.on_event)
+        self.revocation = RevocationService(self.installation)
+        self.scep = scep_service(self.installation)
+        self.monitor = Monitor(self.installation, self.metrics)
+        self.installation.authority.subscribe(self.monitor.on_event)
 
 
 class _TimingMiddleware:
@@ -111,13 +138,80 @@ def _app(routes: Sequence[BaseRoute], service: Service, listener: str) -> ASGIAp
 def build_https_app(service: Service) -> ASGIApp:
     """The application behind the HTTPS listener."""
     routes = _common_routes(service) + api_routes(service.installation.authority)
-    return _app(routes, service, "https")
+    routes += _est_routes(service.installation)
+    routes += scep_api_routes(service.scep)
+    routes += _acme_routes(service.installation)
+    routes += _akca_routes(service.installation)
+    routes += monitoring_api_routes(AdminApi(service.installation.authority), service.monitor)
+    routes += web_routes(service.monitor, service.revocation.publisher.status)
+    return _TlsUsageMiddleware(_app(routes, service, "https"), service.monitor)
+
+
+class _TlsUsageMiddleware:
+    """Records each client certificate seen on the HTTPS listener as usage evidence."""
+
+    def __init__(self, app: ASGIApp, monitor: Monitor) -> None:
+        self.app = app
+        self.monitor = monitor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            chain = scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or []
+            if chain:
+                client = scope.get("client")
+                self.monitor.observe_tls(chain[0], client[0] if client else None)
+        await self.app(scope, receive, send)
+
+
+def _acme_routes(inst: Installation) -> list[BaseRoute]:
+    store = SqlAcmeStore(inst.store)
+    context = acme.build_context(inst.authority, store, inst.settings)
+    profiles = inst.settings.resolved_profiles()
+    return acme.acme_routes(context) + acme_admin_routes(inst.authority, store, profiles)
+
+
+def _akca_routes(inst: Installation) -> list[BaseRoute]:
+    """The AK CA endpoints (issue 9): unauthenticated, proven by TPM credential activation."""
+    service = AkcaService(inst.settings, inst.authority)
+    per_minute = inst.settings.attestation.akca_requests_per_minute
+    return akca_routes(service, inst.authority, per_minute=per_minute)
+
+
+def enrollment(inst: Installation) -> Enrollment:
+    """The installation's device enrollment service (EST and its admin API)."""
+    return Enrollment(inst.authority, EnrollmentConfig(retry_after=inst.settings.est_retry_after))
+
+
+def _est_routes(inst: Installation) -> list[BaseRoute]:
+    service = enrollment(inst)
+    peers = ClientCertSource.from_settings(
+        inst.settings.trusted_proxies, inst.settings.client_cert_header
+    )
+    return est_routes(service, peers) + enrollment_api_routes(service)
 
 
 def build_http_app(service: Service) -> ASGIApp:
     """The application behind the plain-HTTP listener."""
     routes = _common_routes(service) + aia.routes(service.installation.authority)
-    return _app(routes, service, "http")
+    routes += crl_protocol.routes(service.revocation)
+    ocsp = ocsp_protocol.OcspEndpoint(service.revocation.responder, service.installation.authority)
+    routes += ocsp_protocol.routes(ocsp)
+    routes += scep_protocol.routes(ScepResponder(service.scep, _crl_source(service.revocation)))
+    # Cached OCSP answers skip routing and timing: the hot path only looks up bytes.
+    return ocsp_protocol.OcspFastPath(_app(routes, service, "http"), ocsp)
+
+
+def scep_service(inst: Installation) -> ScepService:
+    """The installation's SCEP state: challenge passwords, transactions, RA certificates."""
+    return ScepService(inst.authority, inst.keys, inst.settings.resolved_profiles())
+
+
+def _crl_source(revocation: RevocationService) -> CrlSource:
+    def current(ca_name: str) -> bytes | None:
+        record = revocation.publisher.current(ca_name, "full")
+        return None if record is None else record.der
+
+    return current
 
 
 def ensure_tls_identity(inst: Installation) -> tuple[Path, Path]:
@@ -180,9 +274,44 @@ def https_context(inst: Installation, key_path: Path, cert_path: Path) -> ssl.SS
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_path, key_path)
     context.verify_mode = ssl.CERT_OPTIONAL
-    anchors = [ca.certificate for ca in inst.authority.list_cas() if ca.certificate_der]
-    context.load_verify_locations(cadata=pem(anchors).decode())
+    _trust_installation_cas(context, inst, set())
+    trust_bootstrap_cas(context, enrollment(inst))
     return context
+
+
+_ANCHOR_REFRESH_SECONDS = 5.0
+
+
+def _trust_installation_cas(
+    context: ssl.SSLContext, inst: Installation, loaded: set[bytes]
+) -> None:
+    """Add CA certificates not loaded yet (new CAs, rollover cross-certificates) to the anchors."""
+    new = [
+        ca.certificate
+        for ca in inst.authority.list_cas()
+        if ca.certificate_der is not None and ca.certificate_der not in loaded
+    ]
+    if new:
+        context.load_verify_locations(cadata=pem(new).decode())
+        loaded.update(c.public_bytes(serialization.Encoding.DER) for c in new)
+
+
+def keep_client_anchors(context: ssl.SSLContext, inst: Installation, stop: threading.Event) -> None:
+    """Keep the live HTTPS context's client-certificate anchors current until ``stop``.
+
+    OpenSSL's certificate store takes additions while handshakes run, so established
+    connections are untouched and new handshakes see new CAs within a few seconds.
+    """
+    loaded_cas: set[bytes] = set()
+    loaded_bootstrap: set[str] = set()
+    while True:
+        try:
+            _trust_installation_cas(context, inst, loaded_cas)
+            loaded_bootstrap = trust_bootstrap_cas(context, enrollment(inst), loaded_bootstrap)
+        except Exception:
+            log.exception("refreshing the client-certificate anchors failed")
+        if stop.wait(_ANCHOR_REFRESH_SECONDS):
+            return
 
 
 class _Listener(uvicorn.Server):
@@ -209,7 +338,12 @@ def serve(inst: Installation, *, host: str, https_port: int, http_port: int) -> 
     service = Service(inst)
     key_path, cert_path = ensure_tls_identity(inst)
     tls = https_context(inst, key_path, cert_path)
-    common: dict[str, Any] = {"host": host, "log_level": "info", "lifespan": "off"}
+    common: dict[str, Any] = {
+        "host": host,
+        "log_level": "info",
+        "access_log": False,  # per-request lines cost a third of a core; /metrics counts them
+        "lifespan": "off",
+    }
     https = uvicorn.Config(
         build_https_app(service),
         port=https_port,
@@ -222,6 +356,7 @@ def serve(inst: Installation, *, host: str, https_port: int, http_port: int) -> 
     stop = threading.Event()
     if inst.settings.lint_background:
         threading.Thread(target=_background_lint, args=(inst, stop), daemon=True).start()
+    threading.Thread(target=keep_client_anchors, args=(tls, inst, stop), daemon=True).start()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -229,10 +364,15 @@ def serve(inst: Installation, *, host: str, https_port: int, http_port: int) -> 
             loop.add_signal_handler(signum, _stop_all, listeners)
         await asyncio.gather(*(listener.serve() for listener in listeners))
 
+    service.revocation.start()
+    monitoring_jobs = service.monitor.jobs()
+    monitoring_jobs.start()
     try:
         asyncio.run(main())
     finally:
         stop.set()
+        service.revocation.stop()
+        monitoring_jobs.stop()
 
 
 def _stop_all(listeners: list[_Listener]) -> None:

@@ -16,7 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from iotpki.core.policy import DEFAULT_PROFILES, Profile, profile_from_mapping
 from iotpki.errors import ConfigError
 
-__all__ = ["CONFIG_FILE", "Settings", "default_home", "load_settings"]
+__all__ = [
+    "CONFIG_FILE",
+    "AcmeSettings",
+    "AttestationSettings",
+    "ExpiryThresholds",
+    "MonitoringSettings",
+    "RevocationPeriodSettings",
+    "RevocationSettings",
+    "Settings",
+    "default_home",
+    "load_settings",
+]
 
 CONFIG_FILE = "iotpki.toml"
 _ENV_PREFIX = "IOTPKI_"
@@ -25,6 +36,113 @@ _ENV_PREFIX = "IOTPKI_"
 def default_home() -> Path:
     """``$IOTPKI_HOME`` or ``~/.iotpki``."""
     return Path(os.environ.get("IOTPKI_HOME") or Path.home() / ".iotpki")
+
+
+class RevocationPeriodSettings(BaseModel):
+    """CRL and OCSP periods of one CA (durations such as "24h", "30m"); unset: the defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    crl_validity: str | None = None
+    crl_interval: str | None = None
+    delta_crl_validity: str | None = None
+    delta_crl_interval: str | None = None
+    crl_max_age: str | None = None
+    ocsp_validity: str | None = None
+    ocsp_max_age: str | None = None
+
+
+class RevocationSettings(RevocationPeriodSettings):
+    """``[revocation]``: CRL and OCSP publication, with ``[revocation.cas.<name>]`` overrides."""
+
+    revocation_delay: str = "5s"
+    full_crl_delay: str = "60s"
+    publish_command: str | None = None
+    ocsp_presign_limit: int = Field(default=100_000, ge=0)
+    ocsp_max_certs: int = Field(default=16, ge=1, le=256)
+    ocsp_max_nonce: int = Field(default=32, ge=1, le=128)
+    cas: dict[str, RevocationPeriodSettings] = Field(default_factory=dict)
+
+
+class AcmeSettings(BaseModel):
+    """The ACME server (RFC 8555): account policy, validation targets and rate limits.
+
+    ``http01_port``, ``tlsalpn01_port`` and ``resolve_override`` exist for test setups (as in
+    pebble); production keeps the RFC ports and real name resolution.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    eab_required: bool = False
+    terms_of_service: str | None = None
+    website: str | None = None
+    default_profile: str = "server"
+    base_url: str | None = None
+    order_lifetime: str = "1d"
+    authorization_lifetime: str = "1d"
+    orders_per_account_per_hour: int = Field(default=300, ge=0)
+    orders_per_identifier_per_hour: int = Field(default=100, ge=0)
+    http01_port: int = Field(default=80, ge=1, le=65535)
+    tlsalpn01_port: int = Field(default=443, ge=1, le=65535)
+    dns_resolvers: tuple[str, ...] = ()
+    resolve_override: tuple[str, ...] = ()
+    validation_timeout: float = Field(default=10.0, gt=0, le=120)
+    validation_retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    validation_deadline: float = Field(default=60.0, gt=0, le=3600)
+    ari_retry_after: int = Field(default=21600, ge=60)
+
+
+class AttestationSettings(BaseModel):
+    """``[attestation]``: TPM key attestation (ACME device-attest-01) and the AK CA.
+
+    ``roots`` are PEM bundles of TPM-manufacturer / attestation-key CA roots; the AK CA's own
+    issuing CA is trusted as well once an EK manufacturer root is registered
+    (``iotpki akca trust-ek-root``). device-attest-01 is offered when any root is trusted.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    roots: tuple[Path, ...] = ()
+    akca_ca: str | None = None  # the CA that certifies attestation keys; unset: default CA
+    ak_lifetime: str = "365d"
+    activation_validity: str = "10m"
+    akca_requests_per_minute: int = Field(default=60, ge=1)  # per client address
+
+
+class ExpiryThresholds(BaseModel):
+    """Days before expiry at which a certificate's finding turns medium, then high."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warning_days: int = Field(default=30, ge=1, le=3652)
+    critical_days: int = Field(default=7, ge=0, le=3652)
+
+
+class MonitoringSettings(BaseModel):
+    """``[monitoring]``: expiry thresholds, anomaly windows, webhooks and the dashboard."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scan_interval: float = Field(default=300.0, ge=1.0)
+    expiry: ExpiryThresholds = Field(default_factory=ExpiryThresholds)
+    expiry_profiles: dict[str, ExpiryThresholds] = Field(default_factory=dict)
+    ca_expiry: ExpiryThresholds = Field(
+        default_factory=lambda: ExpiryThresholds(warning_days=90, critical_days=30)
+    )
+    expired_lookback_days: int = Field(default=30, ge=0, le=3652)
+    max_age_days: dict[str, int] = Field(default_factory=dict)  # per profile; unset: no check
+    ca_max_age_days: int | None = Field(default=None, ge=1)
+    usage_window_minutes: int = Field(default=60, ge=1, le=10080)
+    usage_retention_days: int = Field(default=30, ge=1)
+    rate_window_minutes: int = Field(default=10, ge=1, le=1440)
+    renewal_storm_threshold: int = Field(default=500, ge=1)
+    enrollment_failure_threshold: int = Field(default=50, ge=1)
+    ingest_max_skew_seconds: int = Field(default=300, ge=10, le=86400)
+    ingest_max_events: int = Field(default=1000, ge=1, le=100_000)
+    webhooks: tuple[str, ...] = ()
+    webhook_secret_file: Path | None = None  # unset: generated in <home>/secrets/webhook
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    session_hours: float = Field(default=8.0, gt=0, le=168)
 
 
 class Settings(BaseModel):
@@ -50,6 +168,17 @@ class Settings(BaseModel):
     pkcs11_pin_file: Path | None = None
     lint_background: bool = True
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # TLS-terminating reverse proxies (addresses or networks) whose client-certificate header
+    # is believed, and that header's name (nginx: $ssl_client_escaped_cert).
+    trusted_proxies: tuple[str, ...] = ()
+    client_cert_header: str = "x-ssl-client-cert"
+    est_retry_after: int = Field(default=60, ge=1, le=86400)
+    revocation: RevocationSettings = Field(default_factory=RevocationSettings)
+    acme: AcmeSettings = Field(default_factory=AcmeSettings)
+    attestation: AttestationSettings = Field(default_factory=AttestationSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    # openssl-blacklist files of weak RSA moduli (e.g. Debian CVE-2008-0166), refused at issuance
+    key_blocklists: tuple[Path, ...] = ()
 
     @property
     def effective_database_url(self) -> str:
@@ -72,7 +201,7 @@ class Settings(BaseModel):
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for field_name, field in Settings.model_fields.items():
-        if field_name in ("home", "profiles"):
+        if field_name in ("home", "profiles", "revocation", "acme"):
             continue
         value = environ.get(_ENV_PREFIX + field_name.upper())
         if value is None:

@@ -7,13 +7,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import device_csr
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from iotpki.core.access import create_token
 from iotpki.core.models import Role
 from iotpki.installation import Installation
 from iotpki.server import Service, build_http_app, build_https_app
+
+from conftest import device_csr
 
 
 class Api:

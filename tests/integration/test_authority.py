@@ -222,3 +222,18 @@ def test_background_lint_keeps_findings(inst: Installation) -> None:
     assert inst.authority.lint_pending() >= 1
     record = inst.authority.get(issued.record.serial)
     assert record.lint_status == "pass"
+
+
+def test_settings_changes_are_audited(tmp_path: Path, clock: ManualClock) -> None:
+    from iotpki.installation import open_installation
+
+    from conftest import make_settings
+
+    home = tmp_path / "home"
+    make_installation(home, clock=clock).close()
+    open_installation(make_settings(home), clock=clock).close()
+    changed = open_installation(make_settings(home, organization="Acme"), clock=clock)
+    events = [e for e in changed.store.audit_events() if e.action == "settings.changed"]
+    assert len(events) == 2
+    assert events[-1].data["changed"] == ["organization"]
+    assert "test-passphrase" not in str(events[-1].data)

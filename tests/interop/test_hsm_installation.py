@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pkcs11
 import pytest
-from conftest import ManualClock, device_csr, make_installation
 from cryptography.hazmat.primitives.serialization import Encoding
-from softhsm import softhsm_token
 
 from iotpki.core.encoding import pem
 from iotpki.core.models import KeyAlgorithm
+
+from conftest import ManualClock, device_csr, make_installation
+from softhsm import softhsm_token
 
 pytestmark = pytest.mark.interop
 

@@ -41,8 +41,10 @@ _MAX_PAGE = 500
 Handler = Callable[[Request, ApiTokenRecord], Awaitable[Response]]
 
 
-def certificate_json(record: CertificateRecord, now: datetime) -> dict[str, Any]:
-    """A certificate record as the API shows it."""
+def certificate_json(
+    record: CertificateRecord, now: datetime, *, attested: bool = False
+) -> dict[str, Any]:
+    """A certificate record as the API shows it; ``attested``: its key was TPM-attested."""
     return {
         "serial": record.serial,
         "ca": record.ca_name,
@@ -60,6 +62,7 @@ def certificate_json(record: CertificateRecord, now: datetime) -> dict[str, Any]
         "key_algorithm": record.key_algorithm,
         "key_fingerprint": record.key_fingerprint,
         "lint_status": record.lint_status,
+        "attested": attested,
     }
 
 
@@ -84,10 +87,10 @@ def _ca_json(record: CARecord, now: datetime) -> dict[str, Any]:
     return body
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_body(request: Request, limit: int = _BODY_LIMIT) -> dict[str, Any]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise RequestError("expected Content-Type: application/json")
-    body = await read_body(request, _BODY_LIMIT)
+    body = await read_body(request, limit)
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -217,7 +220,15 @@ class AdminApi:
         records = await run_in_threadpool(self.authority.search, query)
         await run_in_threadpool(self._audit_read, caller, "certificates.list", "")
         now = self._now()
-        return JSONResponse({"items": [certificate_json(r, now) for r in records]})
+        attested = await run_in_threadpool(self.authority.attested, records)
+        return JSONResponse(
+            {
+                "items": [
+                    certificate_json(r, now, attested=(r.ca_name, r.serial) in attested)
+                    for r in records
+                ]
+            }
+        )
 
     async def show_certificate(self, request: Request, caller: ApiTokenRecord) -> Response:
         """GET /certificates/{serial}."""
@@ -226,7 +237,8 @@ class AdminApi:
             lambda: self.authority.get(serial, ca=request.query_params.get("ca"))
         )
         await run_in_threadpool(self._audit_read, caller, "certificates.show", record.serial)
-        body = certificate_json(record, self._now())
+        attested = await run_in_threadpool(self.authority.attested, [record])
+        body = certificate_json(record, self._now(), attested=bool(attested))
         body["certificate"] = pem([record.certificate]).decode()
         return JSONResponse(body)
 
@@ -251,7 +263,8 @@ class AdminApi:
                 actor=f"api:{caller.token_id}",
             )
         )
-        return JSONResponse(certificate_json(record, self._now()))
+        attested = await run_in_threadpool(self.authority.attested, [record])
+        return JSONResponse(certificate_json(record, self._now(), attested=bool(attested)))
 
     async def renew(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /certificates/{serial}/renew, optionally with a new CSR (rekey)."""
@@ -267,7 +280,8 @@ class AdminApi:
                 actor=f"api:{caller.token_id}",
             )
         )
-        body = certificate_json(issued.record, self._now())
+        attested = await run_in_threadpool(self.authority.attested, [issued.record])
+        body = certificate_json(issued.record, self._now(), attested=bool(attested))
         body["certificate"] = pem([issued.certificate]).decode()
         body["chain"] = pem(issued.chain).decode()
         return JSONResponse(body, status_code=201)

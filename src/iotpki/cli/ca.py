@@ -142,6 +142,9 @@ def show(ctx: typer.Context, name: str, pem_out: bool = typer.Option(False, "--p
         console.print(f"serial {cert.serial_number:x}, pathLen {constraints.path_length}")
         chain = " -> ".join(c.subject.rfc4514_string() for c in inst.authority.chain(name))
         console.print(f"chain: {chain}")
+        from iotpki.cli.crl import print_publication_status
+
+        print_publication_status(inst, name)
 
 
 @app.command("create")

@@ -32,10 +32,16 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
             "device:write",
             "secret:create",
             "audit:read",
+            "finding:read",
+            "finding:write",
+            "report:read",
         }
     ),
-    Role.AUDITOR: frozenset({"cert:read", "ca:read", "device:read", "audit:read", "report:read"}),
+    Role.AUDITOR: frozenset(
+        {"cert:read", "ca:read", "device:read", "audit:read", "report:read", "finding:read"}
+    ),
     Role.PROVISIONER: frozenset({"device:read", "device:write", "secret:create"}),
+    Role.REPORTER: frozenset({"usage:ingest"}),
 }
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from cryptography import x509
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from iotpki.core import policy
+from iotpki.core.keyquality import KeyBlocklist, is_blocklisted
 from iotpki.core.keytypes import (
     algorithm_of,
     generate_private_key,
@@ -41,11 +42,13 @@ from iotpki.core.models import (
     CertStatus,
     DeviceRecord,
     KeyAlgorithm,
+    KeyAttestation,
     LintFinding,
     RevocationReason,
 )
 from iotpki.core.ports import Clock, KeyBackend, Linter, Store, StoreTransaction, SystemClock
 from iotpki.errors import (
+    AttestationRejected,
     BadSignature,
     ConfigError,
     Conflict,
@@ -55,10 +58,13 @@ from iotpki.errors import (
     PolicyViolation,
 )
 
-__all__ = ["Authority", "AuthorityConfig", "EventListener", "Issued", "serial_hex"]
+__all__ = ["Authority", "AuthorityConfig", "EventListener", "Issued", "RecordHook", "serial_hex"]
 
 EventListener = Callable[[str, str, dict[str, object]], None]
 """Called after commit with (action, actor, data) for every audited authority event."""
+
+RecordHook = Callable[[StoreTransaction, CertificateRecord], None]
+"""Runs inside the transaction that records a new certificate."""
 
 log = logging.getLogger(__name__)
 _DER = serialization.Encoding.DER
@@ -89,6 +95,7 @@ class AuthorityConfig:
     profiles: Mapping[str, policy.Profile] = field(default_factory=lambda: policy.DEFAULT_PROFILES)
     default_ca: str | None = None
     organization: str | None = None
+    key_blocklist: KeyBlocklist | None = None  # e.g. the Debian weak keys (CVE-2008-0166)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,8 @@ class _SigningCA:
     certificate: x509.Certificate
     signer: CertificateIssuerPrivateKeyTypes
     loaded_at: float
+    chain: tuple[x509.Certificate, ...]  # this CA up to, not including, the root
+    issuer_extensions: tuple[x509.ExtensionType, ...]  # AKI, AIA, CRL distribution points
 
 
 class Authority:
@@ -132,6 +141,7 @@ class Authority:
         self._lint_keys: dict[KeyAlgorithm, CertificateIssuerPrivateKeyTypes] = {}
         self._templates_checked: set[tuple[str, str]] = set()
         self._listeners: list[EventListener] = []
+        self._default_ca: tuple[str, float] | None = None
 
     def subscribe(self, listener: EventListener) -> None:
         """Call ``listener`` after each committed event (metrics, monitoring)."""
@@ -194,9 +204,13 @@ class Authority:
         return record
 
     def default_issuing_ca(self) -> str:
-        """The CA used when a request names none."""
+        """The CA used when a request names none (looked up at most every few seconds)."""
         if self._config.default_ca:
             return self._config.default_ca
+        now = time.monotonic()
+        cached = self._default_ca
+        if cached is not None and now - cached[1] < _CA_CACHE_SECONDS:
+            return cached[0]
         active = [
             ca
             for ca in self.list_cas()
@@ -204,6 +218,7 @@ class Authority:
         ]
         if not active:
             raise ConfigError("no active issuing CA: run `iotpki init` first")
+        self._default_ca = (active[0].name, now)
         return active[0].name
 
     def chain(self, ca_name: str) -> list[x509.Certificate]:
@@ -366,7 +381,7 @@ class Authority:
                 lifetime=lifetime,
                 ca_not_after=signing.certificate.not_valid_after_utc,
             )
-            cert = self._sign(signing, csr.public_key(), decision, with_revocation_urls=True)
+            cert = self._sign(signing, csr.public_key(), decision)
             self._record_issue(signing, cert, decision, profile, actor, kind="ca")
         return cert
 
@@ -426,6 +441,95 @@ class Authority:
                 tx.append_audit(now, actor, "ca.activated", name, _ca_audit(record, certificate))
         return record
 
+    def _renewing_ca(self, name: str) -> _SigningCA:
+        """The CA that renews certificates of ``name``: itself, or once a rollover retired it
+        (``core.rollover``), the CA that issues now."""
+        try:
+            return self._signing_ca(name)
+        except Conflict:
+            if self.get_ca(name).status is not CAStatus.RETIRED:
+                raise
+            return self._signing_ca(self.default_issuing_ca())
+
+    def set_ca_status(self, name: str, status: CAStatus, *, actor: str, reason: str) -> CARecord:
+        """Retire (or reactivate) a CA; a retired CA issues nothing but still signs its CRLs."""
+        record = self.get_ca(name)
+        if record.status in (CAStatus.PENDING, CAStatus.REVOKED):
+            raise Conflict(f"CA {name!r} is {record.status}", ca=name)
+        changed = CARecord(
+            name=record.name,
+            kind=record.kind,
+            status=status,
+            parent=record.parent,
+            key_backend=record.key_backend,
+            key_ref=record.key_ref,
+            certificate_der=record.certificate_der,
+            csr_der=record.csr_der,
+            created_at=record.created_at,
+        )
+        now = self._clock.now()
+        with self._store.transaction() as tx:
+            tx.put_ca(changed)
+            tx.append_audit(now, actor, f"ca.{status}", name, {"reason": reason})
+        with self._lock:
+            self._signing.clear()
+            self._default_ca = None
+        self._emit(f"ca.{status}", actor, {"ca": name, "reason": reason})
+        return changed
+
+    def cross_certify(
+        self,
+        subject_ca: str,
+        *,
+        issuer_ca: str,
+        name: str,
+        not_after: datetime,
+        actor: str,
+    ) -> CARecord:
+        """Certify ``subject_ca``'s key with ``issuer_ca``'s key (a rollover cross-certificate,
+        RFC 4210 section 4.4) and keep it as the keyless CA record ``name``."""
+        self._require_new_ca(name)
+        subject = self.get_ca(subject_ca).certificate
+        issuer_record, issuer_key = self.crl_signer(issuer_ca)
+        issuer = issuer_record.certificate
+        if issuer_record.status is not CAStatus.ACTIVE:
+            raise Conflict(f"CA {issuer_ca!r} is {issuer_record.status}", ca=issuer_ca)
+        constraints = subject.extensions.get_extension_for_class(x509.BasicConstraints).value
+        now = self._clock.now()
+        ski = subject.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject.subject)
+            .issuer_name(issuer.subject)
+            .public_key(subject.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(
+                min(not_after, subject.not_valid_after_utc, issuer.not_valid_after_utc)
+            )
+            .add_extension(constraints, critical=True)
+            .add_extension(_ca_key_usage(), critical=True)
+            .add_extension(ski, critical=False)
+            .add_extension(_aki(issuer), critical=False)
+            .sign(issuer_key, signature_hash(issuer_key))
+        )
+        record = CARecord(
+            name=name,
+            kind=CAKind.ROOT,
+            status=CAStatus.ACTIVE,
+            parent=issuer_ca,
+            key_backend=None,  # the key is the subject CA's; this record only carries the cert
+            key_ref=None,
+            certificate_der=cert.public_bytes(_DER),
+            created_at=now,
+        )
+        with self._store.transaction() as tx:
+            tx.put_ca(record)
+            data = {**_ca_audit(record, cert), "subject_ca": subject_ca, "issuer_ca": issuer_ca}
+            tx.append_audit(now, actor, "ca.cross_certified", name, data)
+        self._emit("ca.cross_certified", actor, {"ca": name})
+        return record
+
     def _signing_ca(self, name: str) -> _SigningCA:
         now = time.monotonic()
         with self._lock:
@@ -438,7 +542,10 @@ class Authority:
         if record.key_backend is None or record.key_ref is None:
             raise ConfigError(f"the key of CA {name!r} is not held here (offline CA)", ca=name)
         signer = self._backend(record.key_backend).signer(record.key_ref)
-        signing = _SigningCA(record, record.certificate, signer, now)
+        chain = tuple(self.chain(name)[:-1])
+        certificate = record.certificate
+        issuer_extensions = (_aki(certificate), *self.revocation_extensions(name))
+        signing = _SigningCA(record, certificate, signer, now, chain, issuer_extensions)
         with self._lock:
             self._signing[name] = signing
         return signing
@@ -451,6 +558,10 @@ class Authority:
             raise NotFound(f"no profile named {name!r}", profile=name)
         return profile
 
+    def profile(self, name: str) -> policy.Profile:
+        """A configured profile by name."""
+        return self._profile(name)
+
     def issue(
         self,
         csr: x509.CertificateSigningRequest,
@@ -460,15 +571,24 @@ class Authority:
         ca: str | None = None,
         device_id: str | None = None,
         lifetime: timedelta | None = None,
+        within: RecordHook | None = None,
+        attestation: KeyAttestation | None = None,
     ) -> Issued:
-        """Issue a certificate for a CSR under a profile, record it, then return it."""
+        """Issue a certificate for a CSR under a profile, record it, then return it.
+
+        ``within`` runs in the transaction that records the certificate (e.g. to consume a
+        one-time secret): if it raises, nothing is recorded and nothing is returned.
+        ``attestation`` is the verified TPM attestation of the CSR's key; it is recorded with
+        the certificate, and a profile that ``require_attestation`` refuses a key without one.
+        """
         target = device_id or _cn_or_blank(csr)
         with self._refusals_audited(actor, "certificate.issue", target):
             prof = self._profile(profile)
             if prof.identity == "ca":
                 raise PolicyViolation("CA certificates are made with `iotpki ca`, not issued")
             signing = self._signing_ca(ca or self.default_issuing_ca())
-            if signing.record.kind is not CAKind.ISSUING:
+            # A root signs OCSP responder certificates too: it answers for its issuing CAs.
+            if signing.record.kind is not CAKind.ISSUING and prof.identity != "responder":
                 raise PolicyViolation("end-entity certificates come from an issuing CA")
             if not csr.is_signature_valid:
                 raise BadSignature("the CSR's signature does not verify")
@@ -481,10 +601,39 @@ class Authority:
                 lifetime=lifetime,
                 ca_not_after=signing.certificate.not_valid_after_utc,
             )
-            cert = self._sign(signing, csr.public_key(), decision, with_revocation_urls=True)
+            _check_attestation(prof, csr.public_key(), attestation)
+            cert = self._sign(signing, csr.public_key(), decision)
             self._pre_issuance_lint(prof, signing, csr.public_key(), decision)
-            record = self._record_issue(signing, cert, decision, prof, actor, kind="issued")
-        return Issued(record, cert, (cert, *self.chain(signing.record.name)[:-1]))
+            record = self._record_issue(
+                signing,
+                cert,
+                decision,
+                prof,
+                actor,
+                kind="issued",
+                within=within,
+                attestation=attestation,
+            )
+        return Issued(record, cert, (cert, *signing.chain))
+
+    def issue_attestation_key(
+        self,
+        ak_public_key: CertificatePublicKeyTypes,
+        decision: policy.Decision,
+        profile: policy.Profile,
+        *,
+        actor: str,
+        ca: str | None = None,
+    ) -> Issued:
+        """Sign and record a TPM attestation-key certificate whose content ``core.akca`` decided
+        after credential activation (there is no CSR: a restricted AK cannot sign one)."""
+        with self._refusals_audited(actor, "certificate.issue", decision.subject.rfc4514_string()):
+            signing = self._signing_ca(ca or self.default_issuing_ca())
+            if signing.record.kind is not CAKind.ISSUING:
+                raise PolicyViolation("attestation-key certificates come from an issuing CA")
+            cert = self._sign(signing, ak_public_key, decision)
+            record = self._record_issue(signing, cert, decision, profile, actor, kind="issued")
+        return Issued(record, cert, (cert, *signing.chain))
 
     def renew(
         self,
@@ -494,14 +643,21 @@ class Authority:
         csr: x509.CertificateSigningRequest | None = None,
         ca: str | None = None,
         lifetime: timedelta | None = None,
+        within: RecordHook | None = None,
+        attestation: KeyAttestation | None = None,
     ) -> Issued:
-        """A new certificate with the same identity; a CSR brings a new key (rekey)."""
+        """A new certificate with the same identity; a CSR brings a new key (rekey).
+
+        ``within`` runs in the transaction that records the new certificate, as for ``issue``.
+        Without ``attestation`` the old certificate's attestation carries over when the key
+        stays the same; a new key under a profile that requires attestation is refused.
+        """
         with self._refusals_audited(actor, "certificate.renew", serial):
             old = self.get(serial, ca=ca)
             if old.status is CertStatus.REVOKED:
                 raise Conflict(f"certificate {serial} is revoked and cannot be renewed")
             prof = self._profile(old.profile)
-            signing = self._signing_ca(old.ca_name)
+            signing = self._renewing_ca(old.ca_name)
             now = self._clock.now()
             old_cert = old.certificate
             if csr is None:
@@ -529,11 +685,22 @@ class Authority:
                         "a renewal must keep the identity: subject and names differ", serial=serial
                     )
                 public_key = csr.public_key()
-            cert = self._sign(signing, public_key, decision, with_revocation_urls=True)
+            if attestation is None:
+                attestation = self._carried_attestation(old, public_key)
+            _check_attestation(prof, public_key, attestation)
+            cert = self._sign(signing, public_key, decision)
             record = self._record_issue(
-                signing, cert, decision, prof, actor, kind="renewed", renewed_from=serial
+                signing,
+                cert,
+                decision,
+                prof,
+                actor,
+                kind="renewed",
+                renewed_from=serial,
+                within=within,
+                attestation=attestation,
             )
-        return Issued(record, cert, (cert, *self.chain(signing.record.name)[:-1]))
+        return Issued(record, cert, (cert, *signing.chain))
 
     def revoke(
         self,
@@ -565,6 +732,9 @@ class Authority:
                 assert revoked is not None
                 if record.profile == "sub-ca":
                     _revoke_child_ca(tx, record, now, actor)
+                    with self._lock:
+                        self._signing.clear()
+                        self._default_ca = None
         self._emit(
             "certificate.revoked",
             actor,
@@ -576,6 +746,28 @@ class Authority:
             },
         )
         return revoked
+
+    def _carried_attestation(
+        self, old: CertificateRecord, public_key: CertificatePublicKeyTypes
+    ) -> KeyAttestation | None:
+        """The old certificate's key attestation, when the renewal keeps that key."""
+        previous = self.attestation(old.serial, ca=old.ca_name)
+        if previous is None or previous.key_fingerprint != key_fingerprint(public_key):
+            return None
+        return previous
+
+    def attestation(self, serial: str, *, ca: str | None = None) -> KeyAttestation | None:
+        """The TPM attestation recorded for a certificate's key, if any."""
+        record = self.get(serial, ca=ca)
+        with self._store.transaction(readonly=True) as tx:
+            return tx.get_key_attestation(record.ca_name, record.serial)
+
+    def attested(self, records: list[CertificateRecord]) -> set[tuple[str, str]]:
+        """The (CA name, serial) pairs among ``records`` whose key was TPM-attested."""
+        if not records:
+            return set()
+        with self._store.transaction(readonly=True) as tx:
+            return tx.attested_serials((r.ca_name, r.serial) for r in records)
 
     def get(self, serial: str, *, ca: str | None = None) -> CertificateRecord:
         """A certificate by serial (hex), optionally within one CA."""
@@ -594,7 +786,6 @@ class Authority:
         signing: _SigningCA,
         public_key: CertificatePublicKeyTypes,
         decision: policy.Decision,
-        with_revocation_urls: bool,
     ) -> x509.CertificateBuilder:
         ca_cert = signing.certificate
         builder = (
@@ -610,14 +801,25 @@ class Authority:
             builder = builder.add_extension(extension, critical=critical)
         builder = builder.add_extension(
             x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
-        ).add_extension(_aki(ca_cert), critical=False)
-        if with_revocation_urls:
-            for extension in self.revocation_extensions(signing.record.name):
-                builder = builder.add_extension(extension, critical=False)
+        )
+        for extension in signing.issuer_extensions:
+            builder = builder.add_extension(extension, critical=False)
         return builder
 
+    def crl_signer(self, name: str) -> tuple[CARecord, CertificateIssuerPrivateKeyTypes]:
+        """A CA held here and its signing key, for CRLs (``core.publication`` signs them).
+
+        Unlike issuance, a revoked or retired CA still signs CRLs for what it issued.
+        """
+        record = self.get_ca(name)
+        if record.certificate_der is None:
+            raise Conflict(f"CA {name!r} has no certificate yet", ca=name)
+        if record.key_backend is None or record.key_ref is None:
+            raise ConfigError(f"the key of CA {name!r} is not held here (offline CA)", ca=name)
+        return record, self._backend(record.key_backend).signer(record.key_ref)
+
     def revocation_extensions(self, ca_name: str) -> list[x509.ExtensionType]:
-        """AIA (OCSP, caIssuers) and CRL distribution point for certificates of this CA."""
+        """AIA (OCSP, caIssuers), CRL distribution point and freshest (delta) CRL of this CA."""
         base = self._config.public_base_url.rstrip("/")
         return [
             x509.AuthorityInformationAccess(
@@ -642,6 +844,19 @@ class Authority:
                     )
                 ]
             ),
+            # RFC 5280 section 4.2.1.15: where the delta CRLs of this CA are found.
+            x509.FreshestCRL(
+                [
+                    x509.DistributionPoint(
+                        full_name=[
+                            x509.UniformResourceIdentifier(f"{base}/crl/{ca_name}-delta.crl")
+                        ],
+                        relative_name=None,
+                        reasons=None,
+                        crl_issuer=None,
+                    )
+                ]
+            ),
         ]
 
     def _sign(
@@ -649,10 +864,12 @@ class Authority:
         signing: _SigningCA,
         public_key: CertificatePublicKeyTypes,
         decision: policy.Decision,
-        *,
-        with_revocation_urls: bool,
     ) -> x509.Certificate:
-        builder = self._builder(signing, public_key, decision, with_revocation_urls)
+        if is_blocklisted(public_key, self._config.key_blocklist):
+            raise KeyRejected(
+                "this key is on the weak-key blocklist", key=key_fingerprint(public_key)
+            )
+        builder = self._builder(signing, public_key, decision)
         return builder.sign(signing.signer, signature_hash(signing.signer))
 
     def _lint_key(self, signing: _SigningCA) -> CertificateIssuerPrivateKeyTypes:
@@ -674,7 +891,7 @@ class Authority:
         """Lint the certificate as it would be issued, signed by a throwaway key, not the CA's."""
         assert self._linter is not None
         lint_key = self._lint_key(signing)
-        builder = self._builder(signing, public_key, decision, with_revocation_urls=True)
+        builder = self._builder(signing, public_key, decision)
         draft = builder.sign(lint_key, signature_hash(lint_key))
         return [
             f for f in self._linter.lint(draft.public_bytes(_DER)) if f.severity in _LINT_BLOCKING
@@ -723,6 +940,8 @@ class Authority:
         *,
         kind: str,
         renewed_from: str | None = None,
+        within: RecordHook | None = None,
+        attestation: KeyAttestation | None = None,
     ) -> CertificateRecord:
         public_key = cert.public_key()
         fingerprint = key_fingerprint(public_key)
@@ -746,6 +965,12 @@ class Authority:
             if decision.device_id is not None:
                 _ensure_device(tx, decision.device_id, now)
             tx.add_certificate(record)
+            if attestation is not None:
+                tx.add_key_attestation(
+                    replace(attestation, ca_name=record.ca_name, serial=record.serial)
+                )
+            if within is not None:
+                within(tx, record)
             data: dict[str, object] = {
                 "ca": record.ca_name,
                 "profile": record.profile,
@@ -754,6 +979,8 @@ class Authority:
                 "not_after": record.not_after.isoformat(),
                 "key": fingerprint,
             }
+            if attestation is not None:
+                data["attested"] = attestation.method
             if renewed_from:
                 data["renewed_from"] = renewed_from
             tx.append_audit(now, actor, f"certificate.{kind}", record.serial, data)
@@ -845,22 +1072,39 @@ def _check_key_reuse(
 ) -> None:
     if tx.is_key_blocked(fingerprint):
         raise KeyRejected("this key was revoked for key compromise", key=fingerprint)
-    for other in tx.certificates_with_key(fingerprint):
-        same_owner = other.device_id == device_id if device_id else other.subject == subject
+    for other_serial, other_device, other_subject in tx.key_holders(fingerprint):
+        same_owner = other_device == device_id if device_id else other_subject == subject
         if not same_owner:
             raise KeyRejected(
                 "this public key is already certified for another identity",
                 key=fingerprint,
-                other_serial=other.serial,
+                other_serial=other_serial,
             )
 
 
+def _check_attestation(
+    profile: policy.Profile,
+    public_key: CertificatePublicKeyTypes,
+    attestation: KeyAttestation | None,
+) -> None:
+    """The attestation, if any, is of this very key; a profile may demand one (issue 9)."""
+    if attestation is not None and attestation.key_fingerprint != key_fingerprint(public_key):
+        raise AttestationRejected(
+            "the certificate's key is not the key the TPM attested", check="csr_key"
+        )
+    if attestation is None and profile.require_attestation:
+        raise PolicyViolation(
+            f"profile {profile.name} requires a TPM-attested key (ACME device-attest-01)",
+            profile=profile.name,
+        )
+
+
 def _ensure_device(tx: StoreTransaction, device_id: str, now: datetime) -> None:
-    device = tx.get_device(device_id)
-    if device is None:
-        tx.put_device(DeviceRecord(device_id=device_id, created_at=now))
-    elif device.status != "active":
-        raise PolicyViolation(f"device {device_id} is {device.status}", device_id=device_id)
+    status = tx.device_status(device_id)
+    if status is None:
+        tx.add_device(DeviceRecord(device_id=device_id, created_at=now))
+    elif status != "active":
+        raise PolicyViolation(f"device {device_id} is {status}", device_id=device_id)
 
 
 def _revoke_child_ca(

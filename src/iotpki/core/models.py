@@ -88,6 +88,7 @@ class Role(enum.StrEnum):
     OPERATOR = "operator"
     AUDITOR = "auditor"
     PROVISIONER = "provisioner"
+    REPORTER = "reporter"  # brokers and gateways that report certificate usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,3 +201,139 @@ class CertificateQuery:
     include_expired: bool = True
     limit: int = 100
     offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapCARecord:
+    """A manufacturer CA whose IDevIDs may enroll over EST (IEEE 802.1AR bootstrap)."""
+
+    name: str
+    certificate_der: bytes
+    fingerprint: str  # SHA-256 of the certificate DER, hex
+    enroll_policy: str  # "registered": only bound devices; "any": any device of this CA
+    profile: str | None = None  # the profile its devices get when the request names none
+    approval: bool = False  # enrollments wait for an operator's approval
+    status: str = "active"  # "active" or "revoked"
+    created_at: datetime | None = None
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The bootstrap CA certificate, parsed."""
+        return x509.load_der_x509_certificate(self.certificate_der)
+
+
+@dataclass(frozen=True, slots=True)
+class IdevidBinding:
+    """Which registry device an IDevID (bootstrap CA, IDevID identity) stands for."""
+
+    bootstrap_ca: str
+    idevid: str  # the IDevID subject's serialNumber, else its commonName
+    device_id: str
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentSecretRecord:
+    """A one-time enrollment secret for one device; only its SHA-256 is stored."""
+
+    secret_id: str
+    device_id: str
+    secret_hash: str
+    created_at: datetime
+    expires_at: datetime
+    profile: str | None = None
+    approval: bool = False
+    used_at: datetime | None = None
+    failed_attempts: int = 0
+    locked_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """An enrollment waiting for, or decided by, an operator."""
+
+    request_id: str
+    device_id: str
+    method: str  # "idevid" or "secret"
+    profile: str
+    ca_name: str | None
+    csr_fingerprint: str  # SHA-256 of the CSR DER, hex
+    status: str  # "pending", "approved", "rejected", "issued"
+    created_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    serial: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScepChallengeRecord:
+    """A one-time SCEP challenge password for one device; only its SHA-256 is stored."""
+
+    challenge_id: str
+    device_id: str
+    secret_hash: str
+    created_at: datetime
+    expires_at: datetime
+    profile: str = "device"
+    ca_name: str | None = None
+    approval: bool = False  # the enrollment waits for an operator (SCEP PENDING)
+    used_at: datetime | None = None
+    transaction_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScepTransactionRecord:
+    """A SCEP transaction (RFC 8894 section 3.2.1.1 transactionID) and where it stands."""
+
+    ca_name: str
+    transaction_id: str
+    kind: str  # "enroll" or "renew"
+    status: str  # "pending", "success" or "failure"
+    key_fingerprint: str  # SHA-256 of the requested SubjectPublicKeyInfo, hex
+    csr_der: bytes
+    device_id: str | None
+    profile: str
+    created_at: datetime
+    updated_at: datetime
+    serial: str | None = None
+    fail_info: str | None = None
+    renewed_from: str | None = None
+    challenge_id: str | None = None
+    decided_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScepRaRecord:
+    """A SCEP registration-authority certificate of a CA; its RSA key stays in its backend."""
+
+    ca_name: str
+    serial: str
+    key_backend: str
+    key_ref: str
+    certificate_der: bytes
+    created_at: datetime
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The RA certificate, parsed."""
+        return x509.load_der_x509_certificate(self.certificate_der)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAttestation:
+    """Proof that a key was generated in a TPM: what a verified attestation statement showed.
+
+    ``ca_name`` and ``serial`` name the certificate of the key once it is issued; before that
+    (an ACME order between device-attest-01 and finalize) they are None.
+    """
+
+    key_fingerprint: str  # SHA-256 of the attested SubjectPublicKeyInfo, hex
+    method: str  # "tpm": a WebAuthn tpm statement (draft-ietf-acme-device-attest)
+    attested_at: datetime
+    device_identity: str | None  # the permanent identifier / hardware module the AK names
+    ak_fingerprint: str  # SHA-256 of the attestation-key certificate, hex
+    ak_issuer: str
+    root_fingerprint: str  # SHA-256 of the trusted root the AK chained to, hex
+    root_subject: str
+    ca_name: str | None = None
+    serial: str | None = None

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, m
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from iotpki.core.keyquality import weaknesses
 from iotpki.core.keytypes import describe_key, generate_private_key, signature_hash
 from iotpki.core.models import KeyAlgorithm
 from iotpki.errors import ConfigError, KeyRejected, PolicyViolation
@@ -105,6 +106,8 @@ class Profile:
     lint: LintMode = "sample"
     lint_sample_rate: float = 0.01
     backdate: timedelta = field(default=timedelta(minutes=1))
+    # Issue only for keys a TPM attested (ACME device-attest-01): issue 9.
+    require_attestation: bool = False
 
     def __post_init__(self) -> None:
         for key_type in self.key_types:
@@ -174,6 +177,15 @@ DEFAULT_PROFILES: dict[str, Profile] = {
             ocsp_nocheck=True,
             lint="always",
         ),
+        Profile(  # RFC 8894 section 2.1: the RA signs CertReps and decrypts requests
+            name="scep-ra",
+            identity="responder",
+            key_types=("rsa",),
+            default_lifetime=timedelta(days=365),
+            max_lifetime=timedelta(days=397),
+            key_usage=("digital_signature", "key_encipherment"),
+            lint="always",
+        ),
         Profile(
             name="sub-ca",
             identity="ca",
@@ -223,6 +235,13 @@ def check_public_key(key: CertificatePublicKeyTypes, profile: Profile) -> None:
             )
         if key.public_numbers().e < 65537:
             raise KeyRejected("RSA public exponent below 65537", key=describe_key(key))
+        weak = weaknesses(key)  # ROCA, small factors, Fermat (core.keyquality)
+        if weak:
+            raise KeyRejected(
+                f"weak RSA key: {weak[0].detail}",
+                key=describe_key(key),
+                checks=[w.check for w in weak],
+            )
         return
     if isinstance(key, ec.EllipticCurvePublicKey):
         allowed = {"secp256r1": "p256", "secp384r1": "p384"}

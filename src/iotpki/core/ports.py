@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Protocol
@@ -17,14 +17,22 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 
 from iotpki.core.models import (
     ApiTokenRecord,
+    ApprovalRecord,
     AuditEvent,
+    BootstrapCARecord,
     CARecord,
     CertificateQuery,
     CertificateRecord,
     DeviceRecord,
+    EnrollmentSecretRecord,
+    IdevidBinding,
     KeyAlgorithm,
+    KeyAttestation,
     LintFinding,
     RevocationReason,
+    ScepChallengeRecord,
+    ScepRaRecord,
+    ScepTransactionRecord,
 )
 
 __all__ = ["Clock", "KeyBackend", "Linter", "Store", "StoreTransaction", "SystemClock"]
@@ -99,6 +107,14 @@ class StoreTransaction(Protocol):
         """Every certificate whose public key has this fingerprint."""
         ...
 
+    def key_holders(self, fingerprint: str) -> list[tuple[str, str | None, str]]:
+        """(serial, device ID, subject) of every certificate with this key."""
+        ...
+
+    def device_status(self, device_id: str) -> str | None:
+        """The registry status of a device, or None when it is not registered."""
+        ...
+
     def is_key_blocked(self, fingerprint: str) -> bool:
         """Whether this key was revoked for key compromise."""
         ...
@@ -126,6 +142,10 @@ class StoreTransaction(Protocol):
         """A device of the registry."""
         ...
 
+    def add_device(self, record: DeviceRecord) -> None:
+        """Insert a device that is not in the registry yet."""
+        ...
+
     def put_device(self, record: DeviceRecord) -> None:
         """Insert or update a device."""
         ...
@@ -136,6 +156,114 @@ class StoreTransaction(Protocol):
 
     def get_token(self, token_id: str) -> ApiTokenRecord | None:
         """An API token by its public id."""
+        ...
+
+    # -- EST enrollment: bootstrap CAs, IDevID bindings, one-time secrets, approvals --------
+
+    def get_bootstrap_ca(self, name: str) -> BootstrapCARecord | None:
+        """A registered bootstrap (manufacturer) CA."""
+        ...
+
+    def list_bootstrap_cas(self) -> list[BootstrapCARecord]:
+        """Every registered bootstrap CA."""
+        ...
+
+    def put_bootstrap_ca(self, record: BootstrapCARecord) -> None:
+        """Insert or replace a bootstrap CA."""
+        ...
+
+    def get_idevid_binding(self, bootstrap_ca: str, idevid: str) -> IdevidBinding | None:
+        """The device an IDevID of a bootstrap CA is bound to."""
+        ...
+
+    def put_idevid_binding(self, record: IdevidBinding) -> None:
+        """Bind an IDevID to a device (replacing an earlier binding)."""
+        ...
+
+    def add_enrollment_secret(self, record: EnrollmentSecretRecord) -> None:
+        """Insert an enrollment secret."""
+        ...
+
+    def enrollment_secrets(self, device_id: str) -> list[EnrollmentSecretRecord]:
+        """Every enrollment secret of a device, newest first."""
+        ...
+
+    def update_enrollment_secret(self, record: EnrollmentSecretRecord) -> bool:
+        """Store a secret's use and failure counters; False if it was used meanwhile."""
+        ...
+
+    def add_approval(self, record: ApprovalRecord) -> None:
+        """Insert an enrollment approval request."""
+        ...
+
+    def get_approval(self, request_id: str) -> ApprovalRecord | None:
+        """An approval request by id."""
+        ...
+
+    def find_approval(self, device_id: str, csr_fingerprint: str) -> ApprovalRecord | None:
+        """The newest approval request of a device for one CSR."""
+        ...
+
+    def list_approvals(self, status: str | None) -> list[ApprovalRecord]:
+        """Approval requests, newest first, optionally of one status."""
+        ...
+
+    def update_approval(self, record: ApprovalRecord) -> None:
+        """Store an approval request's decision."""
+        ...
+
+    # -- SCEP: challenge passwords, transactions, RA certificates ---------------------------
+
+    def add_scep_challenge(self, record: ScepChallengeRecord) -> None:
+        """Insert a SCEP challenge password."""
+        ...
+
+    def get_scep_challenge(self, secret_hash: str) -> ScepChallengeRecord | None:
+        """The challenge password with this SHA-256, if any."""
+        ...
+
+    def use_scep_challenge(self, challenge_id: str, at: datetime, transaction_id: str) -> bool:
+        """Mark a challenge used by a transaction; False if it was used already."""
+        ...
+
+    def get_scep_transaction(
+        self, ca_name: str, transaction_id: str
+    ) -> ScepTransactionRecord | None:
+        """A SCEP transaction of a CA by its transactionID."""
+        ...
+
+    def add_scep_transaction(self, record: ScepTransactionRecord) -> None:
+        """Insert a SCEP transaction; one with the same CA and ID is a ``Conflict``."""
+        ...
+
+    def replace_scep_transaction(
+        self, old: ScepTransactionRecord, new: ScepTransactionRecord
+    ) -> bool:
+        """Replace ``old`` by ``new`` unless it changed meanwhile (then False)."""
+        ...
+
+    def list_scep_transactions(self, status: str | None, limit: int) -> list[ScepTransactionRecord]:
+        """SCEP transactions, newest first, optionally of one status."""
+        ...
+
+    def add_scep_ra(self, record: ScepRaRecord) -> None:
+        """Insert a SCEP RA certificate."""
+        ...
+
+    def list_scep_ras(self, ca_name: str) -> list[ScepRaRecord]:
+        """The SCEP RA certificates of a CA, newest first."""
+        ...
+
+    def add_key_attestation(self, record: KeyAttestation) -> None:
+        """Record the TPM attestation of an issued certificate's key."""
+        ...
+
+    def get_key_attestation(self, ca_name: str, serial: str) -> KeyAttestation | None:
+        """The attestation of a certificate's key, if it was attested."""
+        ...
+
+    def attested_serials(self, certificates: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (CA name, serial) pairs have an attested key."""
         ...
 
     def append_audit(
@@ -158,6 +286,10 @@ class Store(Protocol):
 
     def audit_events(self, after_seq: int = 0) -> Iterator[AuditEvent]:
         """Audit events in sequence order, for verification."""
+        ...
+
+    def latest_audit(self, action: str) -> AuditEvent | None:
+        """The newest audit event with this action."""
         ...
 
     def audit_head(self) -> tuple[int, str]:

@@ -104,6 +104,12 @@ _PUBLIC_TEMPLATE = {
     Attribute.WRAP: False,
 }
 
+# tpm2-pkcs11 1.9 (Debian 12) checks a requested public key against the TPM object with
+# CKA_ENCRYPT and CKA_VERIFY swapped (it derives ENCRYPT from the TPM's sign attribute): a
+# sign-only key is refused unless asked for this way. The TPM key itself is sign-only.
+_TPM2_PKCS11 = "tpm2-software.github.io"
+_TPM2_PKCS11_PUBLIC = {Attribute.ENCRYPT: True, Attribute.VERIFY: False}
+
 # RFC 8017 section 9.2, note 1: the DER DigestInfo prefix that EMSA-PKCS1-v1_5 puts before a digest.
 _DIGEST_INFO_PREFIX = {
     "sha224": bytes.fromhex("302d300d06096086480165030402040500041c"),
@@ -184,6 +190,8 @@ class Pkcs11Backend:
             public_template: dict[Attribute, Any] = dict(_PUBLIC_TEMPLATE)
             if spec.ec_params is not None:
                 public_template[Attribute.EC_PARAMS] = spec.ec_params
+            if pkcs11.lib(self._module_path).manufacturer_id == _TPM2_PKCS11:
+                public_template.update(_TPM2_PKCS11_PUBLIC)
             session.generate_keypair(
                 spec.key_type,
                 spec.bits,

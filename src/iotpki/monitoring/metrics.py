@@ -53,6 +53,18 @@ class Metrics:
             ["ca"],
             registry=self.registry,
         )
+        self.expiring = Gauge(
+            "iotpki_certificates_expiring",
+            "Valid certificates expiring within the window (as of the last monitoring scan)",
+            ["within"],
+            registry=self.registry,
+        )
+        self.findings = Gauge(
+            "iotpki_findings_open",
+            "Open monitoring findings by check and severity",
+            ["check", "severity"],
+            registry=self.registry,
+        )
 
     def on_event(self, action: str, actor: str, data: dict[str, object]) -> None:
         """Count an authority event (the authority's ``EventListener``)."""
@@ -74,6 +86,12 @@ class Metrics:
             if ca.certificate_der is not None:
                 remaining = ca.certificate.not_valid_after_utc - now
                 self.ca_expiry.labels(ca.name).set(remaining.total_seconds())
+
+    def set_findings(self, open_by_check: dict[tuple[str, str], int]) -> None:
+        """Replace the open-findings gauges (checks no longer open drop to zero)."""
+        self.findings.clear()
+        for (check, severity), count in open_by_check.items():
+            self.findings.labels(check, severity).set(count)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -21,15 +22,30 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "alert_deliveries",
     "api_tokens",
     "audit_events",
     "audit_head",
     "blocked_keys",
+    "bootstrap_cas",
     "cas",
     "certificates",
+    "crl_numbers",
+    "crls",
     "devices",
+    "enrollment_approvals",
+    "enrollment_secrets",
+    "findings",
+    "idevid_bindings",
+    "ingest_nonces",
+    "key_checks",
     "lint_findings",
     "metadata",
+    "scep_challenges",
+    "scep_ras",
+    "scep_transactions",
+    "usage_events",
+    "users",
 ]
 
 
@@ -159,4 +175,360 @@ lint_findings = Table(
     Column("node", String(256), nullable=False),
     Column("message", Text, nullable=False),
     Index("ix_lint_findings_cert", "ca_name", "serial"),
+)
+
+# -- ACME (RFC 8555): migration acme_0001 -------------------------------------------------------
+
+acme_eab = Table(
+    "acme_eab",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("hmac_key", LargeBinary, nullable=False),
+    Column("tenant", String(128), nullable=False),
+    Column("profile", String(64), nullable=False),
+    Column("device_profile", String(64), nullable=False),
+    Column("device_patterns", Text, nullable=False),
+    Column("description", String(256), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("used_at", UTCDateTime),
+    Column("used_by", String(32)),
+    Column("revoked", Boolean, nullable=False),
+)
+
+acme_accounts = Table(
+    "acme_accounts",
+    metadata,
+    Column("account_id", String(32), primary_key=True),
+    Column("thumbprint", String(64), nullable=False, unique=True),
+    Column("jwk", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("contacts", Text, nullable=False),
+    Column("terms_agreed", Boolean, nullable=False),
+    Column("eab_key_id", String(64)),
+    Column("tenant", String(128)),
+    Column("profile", String(64), nullable=False),
+    Column("device_profile", String(64), nullable=False),
+    Column("device_patterns", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+acme_orders = Table(
+    "acme_orders",
+    metadata,
+    Column("order_id", String(32), primary_key=True),
+    Column("account_id", String(32), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("identifiers", Text, nullable=False),
+    Column("profile", String(64), nullable=False),
+    Column("expires", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("certificate_serial", String(64)),
+    Column("certificate_ca", String(64)),
+    Column("error", Text),
+    Column("replaces", String(256), index=True),
+    Index("ix_acme_orders_certificate", "certificate_ca", "certificate_serial"),
+)
+
+acme_authorizations = Table(
+    "acme_authorizations",
+    metadata,
+    Column("authz_id", String(32), primary_key=True),
+    Column("order_id", String(32), nullable=False, index=True),
+    Column("account_id", String(32), nullable=False),
+    Column("identifier_type", String(32), nullable=False),
+    Column("identifier_value", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expires", UTCDateTime, nullable=False),
+    Index("ix_acme_authz_account_identifier", "account_id", "identifier_value"),
+)
+
+acme_challenges = Table(
+    "acme_challenges",
+    metadata,
+    Column("challenge_id", String(32), primary_key=True),
+    Column("authz_id", String(32), nullable=False, index=True),
+    Column("type", String(32), nullable=False),
+    Column("token", String(64), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("validated_at", UTCDateTime),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False),
+)
+
+acme_renewal_overrides = Table(
+    "acme_renewal_overrides",
+    metadata,
+    Column("override_id", String(32), primary_key=True),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("window_end", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("serial", String(64)),
+    Column("ca_name", String(64)),
+    Column("profile", String(64)),
+    Column("issued_before", UTCDateTime),
+    Column("explanation_url", String(512)),
+    Column("actor", String(128), nullable=False),
+)
+
+# -- EST enrollment (migration 0002_est) ---------------------------------------------------------
+
+bootstrap_cas = Table(
+    "bootstrap_cas",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("certificate_der", LargeBinary, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("enroll_policy", String(16), nullable=False),
+    Column("profile", String(64)),
+    Column("approval", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime),
+)
+
+idevid_bindings = Table(
+    "idevid_bindings",
+    metadata,
+    Column("bootstrap_ca", String(64), primary_key=True),
+    Column("idevid", String(128), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("created_at", UTCDateTime),
+)
+
+enrollment_secrets = Table(
+    "enrollment_secrets",
+    metadata,
+    Column("secret_id", String(32), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("profile", String(64)),
+    Column("approval", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Column("failed_attempts", Integer, nullable=False),
+    Column("locked_until", UTCDateTime),
+    Index("ix_enrollment_secrets_device", "device_id"),
+)
+
+enrollment_approvals = Table(
+    "enrollment_approvals",
+    metadata,
+    Column("request_id", String(32), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("profile", String(64), nullable=False),
+    Column("ca_name", String(64)),
+    Column("csr_fingerprint", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime),
+    Column("decided_by", String(128)),
+    Column("serial", String(64)),
+    Index("ix_enrollment_approvals_device", "device_id", "csr_fingerprint"),
+    Index("ix_enrollment_approvals_status", "status"),
+)
+
+# -- revocation publication (migration revocation_0001) -----------------------------------------
+
+Index(
+    "ix_certificates_ca_status_revoked",
+    certificates.c.ca_name,
+    certificates.c.status,
+    certificates.c.revoked_at,
+)
+
+crl_numbers = Table(
+    "crl_numbers",
+    metadata,
+    Column("ca_name", String(64), primary_key=True),
+    Column("last_number", BigInteger, nullable=False),
+)
+
+crls = Table(
+    "crls",
+    metadata,
+    Column("ca_name", String(64), primary_key=True),
+    Column("kind", String(8), primary_key=True),  # "full" or "delta": the latest of each
+    Column("number", BigInteger, nullable=False),
+    Column("base_number", BigInteger),
+    Column("this_update", UTCDateTime, nullable=False),
+    Column("next_update", UTCDateTime, nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+)
+
+# -- SCEP (migration scep_0001) ------------------------------------------------------------------
+
+scep_challenges = Table(
+    "scep_challenges",
+    metadata,
+    Column("challenge_id", String(32), primary_key=True),
+    Column("device_id", String(128), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("profile", String(64), nullable=False),
+    Column("ca_name", String(64)),
+    Column("approval", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Column("transaction_id", String(128)),
+)
+
+scep_transactions = Table(
+    "scep_transactions",
+    metadata,
+    Column("ca_name", String(64), primary_key=True),
+    Column("transaction_id", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("key_fingerprint", String(64), nullable=False),
+    Column("csr_der", LargeBinary, nullable=False),
+    Column("device_id", String(128)),
+    Column("profile", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("serial", String(64)),
+    Column("fail_info", String(16)),
+    Column("renewed_from", String(64)),
+    Column("challenge_id", String(32)),
+    Column("decided_by", String(128)),
+    Index("ix_scep_transactions_status", "status"),
+)
+
+scep_ras = Table(
+    "scep_ras",
+    metadata,
+    Column("ca_name", String(64), primary_key=True),
+    Column("serial", String(64), primary_key=True),
+    Column("key_backend", String(32), nullable=False),
+    Column("key_ref", String(256), nullable=False),
+    Column("certificate_der", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# -- operations monitoring (migration monitoring_0001) ------------------------------------------
+
+Index("ix_certificates_profile_id", certificates.c.profile, certificates.c.id)
+Index("ix_certificates_status_id", certificates.c.status, certificates.c.id)
+Index("ix_audit_events_time", audit_events.c.time)
+
+findings = Table(
+    "findings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("check", String(64), nullable=False),
+    Column("key", String(256), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # "open" or "resolved"
+    Column("summary", String(512), nullable=False),
+    Column("ca_name", String(64)),
+    Column("serial", String(64)),
+    Column("device_id", String(128)),
+    Column("evidence", Text, nullable=False),
+    Column("state", String(64), nullable=False),  # hash of what an alert says
+    Column("alerted_state", String(64)),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    UniqueConstraint("check", "key", name="uq_findings_check_key"),
+    Index("ix_findings_status_check", "status", "check"),
+    Index("ix_findings_serial", "serial"),
+)
+
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", UTCDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),  # "tls", "ocsp", "enroll", "connect"
+    Column("serial", String(64), nullable=False),
+    Column("ca_name", String(64)),
+    Column("client_id", String(256)),
+    Column("source", String(128)),
+    Column("reporter", String(128), nullable=False),
+    Index("ix_usage_events_time", "time"),
+    Index("ix_usage_events_serial_time", "serial", "time"),
+    Index("ix_usage_events_client_time", "client_id", "time"),
+)
+
+ingest_nonces = Table(
+    "ingest_nonces",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("reporter", String(64), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Index("ix_ingest_nonces_seen", "seen_at"),
+)
+
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("finding_id", Integer, nullable=False),
+    Column("target", String(512), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # "pending", "delivered", "failed"
+    Column("attempts", Integer, nullable=False),
+    Column("http_status", Integer),
+    Column("last_error", String(512)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
+)
+
+key_checks = Table(
+    "key_checks",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("result", String(16), nullable=False),  # "ok" or "weak"
+    Column("detail", Text, nullable=False),
+    Column("checked_at", UTCDateTime, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled", Boolean, nullable=False),
+)
+
+# TPM key attestation (issue 9): the attestation behind a certificate's key, and the attested
+# key of an ACME authorization between device-attest-01 and finalize.
+key_attestations = Table(
+    "key_attestations",
+    metadata,
+    Column("ca_name", String(64), primary_key=True),
+    Column("serial", String(64), primary_key=True),
+    Column("key_fingerprint", String(64), nullable=False),
+    Column("method", String(32), nullable=False),
+    Column("attested_at", UTCDateTime, nullable=False),
+    Column("device_identity", String(256)),
+    Column("ak_fingerprint", String(64), nullable=False),
+    Column("ak_issuer", String(512), nullable=False),
+    Column("root_fingerprint", String(64), nullable=False),
+    Column("root_subject", String(512), nullable=False),
+    Index("ix_key_attestations_key", "key_fingerprint"),
+)
+
+acme_attestations = Table(
+    "acme_attestations",
+    metadata,
+    Column("authz_id", String(32), primary_key=True),
+    Column("order_id", String(32), nullable=False),
+    Column("key_spki", LargeBinary, nullable=False),
+    Column("key_fingerprint", String(64), nullable=False),
+    Column("method", String(32), nullable=False),
+    Column("attested_at", UTCDateTime, nullable=False),
+    Column("device_identity", String(256)),
+    Column("ak_fingerprint", String(64), nullable=False),
+    Column("ak_issuer", String(512), nullable=False),
+    Column("root_fingerprint", String(64), nullable=False),
+    Column("root_subject", String(512), nullable=False),
+    Index("ix_acme_attestations_order", "order_id"),
 )

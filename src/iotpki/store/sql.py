@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -41,10 +43,63 @@ from iotpki.core.models import (
 )
 from iotpki.errors import BackendError, Conflict
 from iotpki.store import schema as s
+from iotpki.store.attestation import AttestationSql
+from iotpki.store.enrollment import EnrollmentSql
+from iotpki.store.scep import ScepSql
 
 __all__ = ["SqlStore", "SqlTransaction"]
 
 _MAX_PAGE = 1000
+
+# Statements on the issuance path, built once: SQLAlchemy then reuses their compiled form
+# instead of rebuilding and re-keying a new statement on every call.
+_CA_BY_NAME = select(s.cas).where(s.cas.c.name == bindparam("name"))
+_CERTIFICATES_BY_KEY = select(s.certificates).where(
+    s.certificates.c.key_fingerprint == bindparam("fingerprint")
+)
+_DEVICE_BY_ID = select(s.devices).where(s.devices.c.device_id == bindparam("device_id"))
+
+
+class _Raw:
+    """A statement run on the DBAPI connection itself, inside the SQLAlchemy transaction.
+
+    Used where a statement runs on every issuance: SQLAlchemy's per-execute cost (~60 us)
+    would otherwise be several times that of the statement. Written with ``:name``
+    placeholders (sqlite3's named style) and translated once to psycopg's ``%(name)s``.
+    """
+
+    def __init__(self, sql: str) -> None:
+        self.named = sql
+        self.pyformat = re.sub(r":(\w+)", r"%(\1)s", sql)
+
+
+_RAW_BLOCKED = _Raw("SELECT 1 FROM blocked_keys WHERE fingerprint = :fingerprint")
+_RAW_KEY_HOLDERS = _Raw(
+    "SELECT serial, device_id, subject FROM certificates WHERE key_fingerprint = :fingerprint"
+)
+_RAW_DEVICE_STATUS = _Raw("SELECT status FROM devices WHERE device_id = :device_id")
+_RAW_INSERT_DEVICE = _Raw(
+    "INSERT INTO devices (device_id, status, metadata, created_at) "
+    "VALUES (:device_id, :status, :metadata, :created_at)"
+)
+_CERTIFICATE_COLUMNS = (
+    "ca_name, serial, profile, device_id, subject, sans, not_before, not_after, "
+    "key_fingerprint, key_algorithm, der, status, issued_at, lint_status"
+)
+_RAW_INSERT_CERTIFICATE = _Raw(
+    f"INSERT INTO certificates ({_CERTIFICATE_COLUMNS}) VALUES ("
+    + ", ".join(f":{c.strip()}" for c in _CERTIFICATE_COLUMNS.split(","))
+    + ")"
+)
+_RAW_AUDIT_HEAD = {
+    "sqlite": _Raw("SELECT seq, hash FROM audit_head WHERE id = 1"),
+    "postgresql": _Raw("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"),
+}
+_RAW_INSERT_AUDIT = _Raw(
+    "INSERT INTO audit_events (seq, time, actor, action, target, data, prev_hash, hash) "
+    "VALUES (:seq, :time, :actor, :action, :target, :data, :prev_hash, :hash)"
+)
+_RAW_MOVE_AUDIT_HEAD = _Raw("UPDATE audit_head SET seq = :seq, hash = :hash WHERE id = 1")
 
 
 def _json(data: object) -> str:
@@ -102,15 +157,30 @@ def _audit(row: Row[Any]) -> AuditEvent:
     )
 
 
-class SqlTransaction:
+class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql):
     """The ``StoreTransaction`` port over one SQLAlchemy connection in a transaction."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._sqlite = conn.dialect.name == "sqlite"
+        self._dialect = conn.dialect.name
+
+    def _raw(self, statement: _Raw, params: dict[str, Any]) -> Any:
+        """Run a raw statement in this transaction; returns the DBAPI cursor."""
+        cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(statement.named if self._sqlite else statement.pyformat, params)
+        return cursor
+
+    def _time(self, value: datetime | None) -> object:
+        """A timestamp as the UTCDateTime column stores it (naive UTC; text on SQLite)."""
+        if value is None:
+            return None
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if self._sqlite else naive
 
     def get_ca(self, name: str) -> CARecord | None:
         """The CA of that name, if any."""
-        row = self._conn.execute(select(s.cas).where(s.cas.c.name == name)).first()
+        row = self._conn.execute(_CA_BY_NAME, {"name": name}).first()
         return None if row is None else _ca(row)
 
     def list_cas(self) -> list[CARecord]:
@@ -138,23 +208,24 @@ class SqlTransaction:
 
     def add_certificate(self, record: CertificateRecord) -> None:
         """Insert a certificate; a repeated (CA, serial) fails the transaction (``Conflict``)."""
-        self._conn.execute(
-            insert(s.certificates).values(
-                ca_name=record.ca_name,
-                serial=record.serial,
-                profile=record.profile,
-                device_id=record.device_id,
-                subject=record.subject,
-                sans=json.dumps(list(record.sans)),
-                not_before=record.not_before,
-                not_after=record.not_after,
-                key_fingerprint=record.key_fingerprint,
-                key_algorithm=record.key_algorithm,
-                der=record.der,
-                status=str(record.status),
-                issued_at=record.issued_at,
-                lint_status=record.lint_status,
-            )
+        self._raw(
+            _RAW_INSERT_CERTIFICATE,
+            {
+                "ca_name": record.ca_name,
+                "serial": record.serial,
+                "profile": record.profile,
+                "device_id": record.device_id,
+                "subject": record.subject,
+                "sans": json.dumps(list(record.sans)),
+                "not_before": self._time(record.not_before),
+                "not_after": self._time(record.not_after),
+                "key_fingerprint": record.key_fingerprint,
+                "key_algorithm": record.key_algorithm,
+                "der": record.der,
+                "status": str(record.status),
+                "issued_at": self._time(record.issued_at),
+                "lint_status": record.lint_status,
+            },
         )
 
     def get_certificate(self, ca_name: str | None, serial: str) -> CertificateRecord | None:
@@ -169,17 +240,23 @@ class SqlTransaction:
 
     def certificates_with_key(self, fingerprint: str) -> list[CertificateRecord]:
         """Every certificate whose public key has this fingerprint."""
-        rows = self._conn.execute(
-            select(s.certificates).where(s.certificates.c.key_fingerprint == fingerprint)
-        )
+        rows = self._conn.execute(_CERTIFICATES_BY_KEY, {"fingerprint": fingerprint})
         return [_certificate(row) for row in rows]
 
     def is_key_blocked(self, fingerprint: str) -> bool:
         """Whether this key was revoked for key compromise."""
-        query = select(s.blocked_keys.c.fingerprint).where(
-            s.blocked_keys.c.fingerprint == fingerprint
-        )
-        return self._conn.execute(query).first() is not None
+        cursor = self._raw(_RAW_BLOCKED, {"fingerprint": fingerprint})
+        return cursor.fetchone() is not None
+
+    def key_holders(self, fingerprint: str) -> list[tuple[str, str | None, str]]:
+        """(serial, device ID, subject) of every certificate with this key."""
+        cursor = self._raw(_RAW_KEY_HOLDERS, {"fingerprint": fingerprint})
+        return [(row[0], row[1], row[2]) for row in cursor.fetchall()]
+
+    def device_status(self, device_id: str) -> str | None:
+        """The registry status of a device, or None when it is not registered."""
+        row = self._raw(_RAW_DEVICE_STATUS, {"device_id": device_id}).fetchone()
+        return None if row is None else str(row[0])
 
     def block_key(self, fingerprint: str, reason: str, at: datetime) -> None:
         """Refuse this key from now on."""
@@ -237,9 +314,7 @@ class SqlTransaction:
 
     def get_device(self, device_id: str) -> DeviceRecord | None:
         """A device of the registry."""
-        row = self._conn.execute(
-            select(s.devices).where(s.devices.c.device_id == device_id)
-        ).first()
+        row = self._conn.execute(_DEVICE_BY_ID, {"device_id": device_id}).first()
         if row is None:
             return None
         return DeviceRecord(
@@ -247,6 +322,18 @@ class SqlTransaction:
             status=row.status,
             metadata=json.loads(row.metadata),
             created_at=row.created_at,
+        )
+
+    def add_device(self, record: DeviceRecord) -> None:
+        """Insert a device that is not in the registry yet."""
+        self._raw(
+            _RAW_INSERT_DEVICE,
+            {
+                "device_id": record.device_id,
+                "status": record.status,
+                "metadata": _json(record.metadata),
+                "created_at": self._time(record.created_at),
+            },
         )
 
     def put_device(self, record: DeviceRecord) -> None:
@@ -297,30 +384,26 @@ class SqlTransaction:
         self, time: datetime, actor: str, action: str, target: str, data: dict[str, object]
     ) -> AuditEvent:
         """Append one event, locking the chain head so that the chain stays linear."""
-        head = self._conn.execute(
-            select(s.audit_head.c.seq, s.audit_head.c.hash)
-            .where(s.audit_head.c.id == 1)
-            .with_for_update()
-        ).one()
-        seq = head.seq + 1
-        data = json.loads(_json(data))
-        digest = chain_hash(head.hash, canonical_encoding(seq, time, actor, action, target, data))
-        self._conn.execute(
-            insert(s.audit_events).values(
-                seq=seq,
-                time=time,
-                actor=actor,
-                action=action,
-                target=target[:256],
-                data=_json(data),
-                prev_hash=head.hash,
-                hash=digest,
-            )
+        head_seq, prev_hash = self._raw(_RAW_AUDIT_HEAD[self._dialect], {}).fetchone()
+        seq = head_seq + 1
+        encoded = _json(data)
+        data = json.loads(encoded)
+        digest = chain_hash(prev_hash, canonical_encoding(seq, time, actor, action, target, data))
+        self._raw(
+            _RAW_INSERT_AUDIT,
+            {
+                "seq": seq,
+                "time": self._time(time),
+                "actor": actor,
+                "action": action,
+                "target": target[:256],
+                "data": encoded,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            },
         )
-        self._conn.execute(
-            update(s.audit_head).where(s.audit_head.c.id == 1).values(seq=seq, hash=digest)
-        )
-        return AuditEvent(seq, time, actor, action, target[:256], data, head.hash, digest)
+        self._raw(_RAW_MOVE_AUDIT_HEAD, {"seq": seq, "hash": digest})
+        return AuditEvent(seq, time, actor, action, target[:256], data, prev_hash, digest)
 
 
 class SqlStore:
@@ -366,6 +449,17 @@ class SqlStore:
             for row in rows:
                 yield _audit(row)
             last = rows[-1].seq
+
+    def latest_audit(self, action: str) -> AuditEvent | None:
+        """The newest audit event with this action."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(s.audit_events)
+                .where(s.audit_events.c.action == action)
+                .order_by(s.audit_events.c.seq.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else _audit(row)
 
     def audit_head(self) -> tuple[int, str]:
         """Sequence number and hash recorded as the chain's head."""
@@ -459,7 +553,8 @@ def _engine(url: str, echo: bool) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
             immediate = conn.info.pop("iotpki_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            driver = conn.connection.driver_connection
+            driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")  # type: ignore[union-attr]
 
         return engine
     return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)

@@ -1,0 +1,5 @@
+"""``python -m iotpki.agent``."""
+
+from iotpki.agent.cli import main
+
+main()

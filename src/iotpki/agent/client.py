@@ -1,0 +1,117 @@
+"""A small EST client (RFC 7030) on the standard library's ``http.client`` and ``ssl``."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from iotpki.errors import IotpkiError, MalformedInput
+from iotpki.protocols.est import messages
+
+__all__ = ["EstClient", "EstPending", "EstRefused", "EstUnreachable"]
+
+_MAX_RESPONSE = 1024 * 1024
+
+
+class EstRefused(IotpkiError):
+    """The server answered the request with an error status (4xx)."""
+
+    code = "est_refused"
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"server refused ({status}): {reason}", http_status=status)
+        self.http_status = status
+
+
+class EstUnreachable(IotpkiError):
+    """The server could not be reached or failed (network error, TLS failure, 5xx)."""
+
+    code = "est_unreachable"
+
+
+class EstPending(IotpkiError):
+    """The enrollment waits for approval; ask again after ``retry_after`` seconds."""
+
+    code = "est_pending"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"enrollment waits for approval; retry in {retry_after}s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class EstClient:
+    """EST operations against one server (and optional label), over one TLS context."""
+
+    server: str
+    context: ssl.SSLContext
+    label: str | None = None
+    timeout: float = 30.0
+
+    def _path(self, operation: str) -> str:
+        base = "/.well-known/est"
+        return f"{base}/{self.label}/{operation}" if self.label else f"{base}/{operation}"
+
+    def _request(
+        self,
+        method: str,
+        operation: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        url = urlsplit(self.server)
+        connection = http.client.HTTPSConnection(
+            url.hostname or "", url.port or 443, context=self.context, timeout=self.timeout
+        )
+        try:
+            connection.request(method, self._path(operation), body=body, headers=headers or {})
+            response = connection.getresponse()
+            data = response.read(_MAX_RESPONSE)
+        except (OSError, http.client.HTTPException) as exc:
+            raise EstUnreachable(f"{operation}: {exc}") from exc
+        finally:
+            connection.close()
+        if response.status == 202:
+            retry = response.getheader("Retry-After", "60")
+            raise EstPending(int(retry) if retry.isdigit() else 60)
+        if 400 <= response.status < 500:
+            reason = data.decode("utf-8", "replace").strip()[:200]
+            raise EstRefused(response.status, reason or str(response.reason))
+        if response.status != 200:
+            raise EstUnreachable(f"{operation}: HTTP {response.status}")
+        return data
+
+    def cacerts(self) -> list[x509.Certificate]:
+        """RFC 7030 section 4.1: the CA certificates."""
+        body = self._request("GET", "cacerts")
+        return messages.parse_certs_only(messages.decode_b64(body))
+
+    def _enroll(
+        self, operation: str, csr: x509.CertificateSigningRequest, headers: dict[str, str]
+    ) -> x509.Certificate:
+        body = base64.encodebytes(csr.public_bytes(serialization.Encoding.DER))
+        data = self._request("POST", operation, body, {"Content-Type": messages.PKCS10, **headers})
+        certs = messages.parse_certs_only(messages.decode_b64(data))
+        if len(certs) != 1:
+            raise MalformedInput(f"{operation} returned {len(certs)} certificates, not one")
+        return certs[0]
+
+    def simpleenroll(
+        self, csr: x509.CertificateSigningRequest, basic: tuple[str, str] | None = None
+    ) -> x509.Certificate:
+        """RFC 7030 section 4.2.1, authenticated by the context's client certificate or Basic."""
+        headers = {}
+        if basic is not None:
+            token = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return self._enroll("simpleenroll", csr, headers)
+
+    def simplereenroll(self, csr: x509.CertificateSigningRequest) -> x509.Certificate:
+        """RFC 7030 section 4.2.2, authenticated by the current certificate (TLS)."""
+        return self._enroll("simplereenroll", csr, {})

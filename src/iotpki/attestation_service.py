@@ -1,0 +1,181 @@
+"""TPM attestation for one installation: which roots ACME device-attest-01 trusts, the EK
+manufacturer roots the AK CA trusts, its HMAC key, and the AK CA service itself.
+
+Where things live (all in the home, like the rest of an installation):
+
+- ``[attestation] roots``: PEM bundles of TPM-manufacturer / attestation-key CA roots;
+- ``<home>/akca/ek-roots/<sha256>.pem``: EK manufacturer roots registered with
+  ``iotpki akca trust-ek-root`` (re-read on every request, so no restart is needed);
+- ``<home>/secrets/akca-hmac`` (0600): the key of the AK CA's stateless challenges; replicas
+  sharing a database must share it.
+
+Once an EK root is registered the AK CA's own issuing CA is a device-attest-01 root as well: an
+AK certificate it issued proves the AK sits in a TPM whose EK chains to a registered root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from iotpki.core.akca import AK_PROFILE, ActivationChallenge, AttestationKeyCA
+from iotpki.core.akca import ak_certificate_decision as _ak_decision
+from iotpki.core.authority import Authority, Issued
+from iotpki.core.policy import parse_duration
+from iotpki.errors import ConfigError, MalformedInput
+from iotpki.keys.file import write_private
+from iotpki.settings import Settings
+
+__all__ = ["AkcaService", "AttestationTrust", "EkRoots", "akca_secret", "load_pem_bundle"]
+
+_SECRET = Path("secrets") / "akca-hmac"
+
+
+def load_pem_bundle(path: Path) -> list[x509.Certificate]:
+    """Every certificate of a PEM file; ConfigError when it is missing or holds none."""
+    try:
+        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read attestation roots {path}: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path} holds no PEM certificate: {exc}") from exc
+    return certificates
+
+
+def akca_secret(home: Path) -> bytes:
+    """The AK CA's HMAC key, generated once in ``<home>/secrets/akca-hmac`` (0600)."""
+    path = home / _SECRET
+    if not path.is_file():
+        write_private(path, secrets.token_hex(32).encode() + b"\n")
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except ValueError as exc:
+        raise ConfigError(f"{path} does not hold a hex key") from exc
+
+
+def _fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+class EkRoots:
+    """The EK manufacturer roots the AK CA trusts: one PEM file each under the home."""
+
+    def __init__(self, home: Path) -> None:
+        self.directory = home / "akca" / "ek-roots"
+
+    def add(self, cert: x509.Certificate, now: datetime) -> str:
+        """Register a CA certificate valid now; returns its SHA-256 fingerprint."""
+        try:
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.ca:
+            raise MalformedInput("an EK manufacturer root must be a CA certificate")
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise MalformedInput("the EK manufacturer root is not valid now")
+        fingerprint = _fingerprint(cert)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / f"{fingerprint}.pem").write_bytes(
+            cert.public_bytes(serialization.Encoding.PEM)
+        )
+        return fingerprint
+
+    def remove(self, fingerprint: str) -> bool:
+        """Withdraw a registered root by fingerprint; False when there was none."""
+        path = self.directory / f"{fingerprint.lower()}.pem"
+        if path.parent != self.directory or not path.is_file():
+            return False
+        path.unlink()
+        return True
+
+    def certificates(self) -> list[x509.Certificate]:
+        """The registered roots, in fingerprint order."""
+        if not self.directory.is_dir():
+            return []
+        found: list[x509.Certificate] = []
+        for path in sorted(self.directory.glob("*.pem")):
+            found.extend(load_pem_bundle(path))
+        return found
+
+    def any(self) -> bool:
+        """Whether any root is registered."""
+        return self.directory.is_dir() and any(self.directory.glob("*.pem"))
+
+
+class AttestationTrust:
+    """The roots device-attest-01 verifies against (configured bundles and the AK CA's CA)."""
+
+    def __init__(self, settings: Settings, authority: Authority) -> None:
+        self._authority = authority
+        self._akca_ca = settings.attestation.akca_ca
+        self._ek_roots = EkRoots(settings.home)
+        self._configured = [
+            cert
+            for path in settings.attestation.roots
+            for cert in load_pem_bundle(path if path.is_absolute() else settings.home / path)
+        ]
+
+    @property
+    def akca_ca(self) -> str:
+        """The CA that certifies attestation keys."""
+        return self._akca_ca or self._authority.default_issuing_ca()
+
+    def roots(self) -> list[x509.Certificate]:
+        """The trusted roots now; empty means device-attest-01 is not offered."""
+        roots = list(self._configured)
+        if self._ek_roots.any():
+            roots.append(self._authority.chain(self.akca_ca)[0])
+        return roots
+
+
+class AkcaService:
+    """The AK CA of an installation: credential activation, then the AK certificate."""
+
+    def __init__(self, settings: Settings, authority: Authority) -> None:
+        self._authority = authority
+        self._trust = AttestationTrust(settings, authority)
+        self._ek_roots = EkRoots(settings.home)
+        self._secret = akca_secret(settings.home)
+        self._validity = parse_duration(settings.attestation.activation_validity)
+        self._lifetime = parse_duration(settings.attestation.ak_lifetime)
+
+    def _akca(self) -> AttestationKeyCA:
+        return AttestationKeyCA(
+            ek_roots=self._ek_roots.certificates(),
+            secret_key=self._secret,
+            clock=self._authority.clock,
+            validity=self._validity,
+        )
+
+    def challenge(
+        self, ek_chain: Sequence[x509.Certificate], ak_pub_area: bytes
+    ) -> ActivationChallenge:
+        """Seal a fresh credential to the EK and AK (TPM 2.0 Part 1 section 24, step 1)."""
+        return self._akca().challenge(ek_chain, ak_pub_area)
+
+    def activate(
+        self,
+        ek_chain: Sequence[x509.Certificate],
+        ak_pub_area: bytes,
+        nonce: bytes,
+        issued_at: datetime,
+        credential: bytes,
+        *,
+        actor: str,
+    ) -> Issued:
+        """Check the released credential, then issue and record the AK certificate."""
+        activated = self._akca().activate(ek_chain, ak_pub_area, nonce, issued_at, credential)
+        decision = _ak_decision(activated, self._authority.clock.now(), self._lifetime)
+        return self._authority.issue_attestation_key(
+            activated.ak.public_key,
+            decision,
+            AK_PROFILE,
+            actor=actor,
+            ca=self._trust.akca_ca,
+        )

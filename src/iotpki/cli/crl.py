@@ -1,0 +1,139 @@
+"""``iotpki crl show|publish``: the CRLs of the installation's CAs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from rich.table import Table
+
+from iotpki.cli.context import console, installation
+from iotpki.core.models import CertificateQuery
+from iotpki.core.publication import CrlKind, CrlRecord, crl_url
+from iotpki.errors import NotFound
+from iotpki.installation import Installation
+from iotpki.revocation_service import RevocationService, crl_file
+
+__all__ = ["app", "print_publication_status"]
+
+app = typer.Typer(help="Show and publish certificate revocation lists.", no_args_is_help=True)
+
+_KINDS: tuple[CrlKind, CrlKind] = ("full", "delta")
+
+
+def _cas(service: RevocationService, ca: str | None) -> list[str]:
+    names = service.publisher.signing_cas()
+    if ca is None:
+        return names
+    if ca not in names:
+        service.installation.authority.get_ca(ca)  # NotFound for an unknown name
+        raise NotFound(f"CA {ca!r} has no key here: its CRLs are made where its key is", ca=ca)
+    return [ca]
+
+
+def _when(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _table(records: list[tuple[str, CrlKind, CrlRecord | None]], inst: Installation) -> Table:
+    table = Table("CA", "kind", "number", "base", "thisUpdate", "nextUpdate", "entries", "file")
+    for ca_name, kind, crl in records:
+        path = crl_file(inst.home, ca_name, kind)
+        if crl is None:
+            table.add_row(ca_name, kind, "(none yet)", "", "", "", "", "")
+            continue
+        table.add_row(
+            ca_name,
+            kind,
+            str(crl.number),
+            "" if crl.base_number is None else str(crl.base_number),
+            _when(crl.this_update),
+            _when(crl.next_update),
+            str(crl.entries),
+            str(path) if path.is_file() else "(not written)",
+        )
+    return table
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    ca: str | None = typer.Option(None, "--ca", help="Only this CA"),
+    delta: bool = typer.Option(False, "--delta", help="With --out: the delta CRL"),
+    out: Path | None = typer.Option(None, "--out", help="Write the CRL (DER) of --ca here"),
+    pem_out: bool = typer.Option(False, "--pem", help="Print the CRL of --ca as PEM"),
+) -> None:
+    """The latest complete and delta CRL of each CA (or write one with --out / --pem)."""
+    inst = installation(ctx)
+    service = RevocationService(inst)
+    names = _cas(service, ca)
+    if out is not None or pem_out:
+        if ca is None:
+            raise NotFound("name the CA with --ca to print or write its CRL")
+        kind: CrlKind = "delta" if delta else "full"
+        crl = service.store.get_crl(ca, kind)
+        if crl is None or crl.der is None:
+            raise NotFound(f"CA {ca!r} has no {kind} CRL yet: run `iotpki crl publish`", ca=ca)
+        if pem_out:
+            parsed = x509.load_der_x509_crl(crl.der)
+            typer.echo(parsed.public_bytes(serialization.Encoding.PEM).decode(), nl=False)
+        if out is not None:
+            out.write_bytes(crl.der)
+            console.print(f"wrote {out}")
+        return
+    rows = [(n, k, service.store.get_crl(n, k, with_der=False)) for n in names for k in _KINDS]
+    console.print(_table(rows, inst))
+
+
+@app.command("publish")
+def publish(
+    ctx: typer.Context, ca: str | None = typer.Option(None, "--ca", help="Only this CA")
+) -> None:
+    """Generate a complete and a delta CRL now, write the files and run the publish command."""
+    inst = installation(ctx)
+    service = RevocationService(inst)
+    made: list[tuple[str, CrlKind, CrlRecord | None]] = []
+    for name in _cas(service, ca):
+        for kind in _KINDS:
+            made.append((name, kind, service.publisher.generate(name, kind, actor="cli")))
+    service.reload_crls()
+    console.print(_table(made, inst))
+
+
+def print_publication_status(inst: Installation, ca_name: str) -> None:
+    """Revocation publication of one CA, for ``iotpki ca show``."""
+    service = RevocationService(inst)
+    if ca_name not in service.publisher.signing_cas():
+        console.print("revocation: this CA's key is not held here; its CRLs are made offline")
+        return
+    now = inst.authority.clock.now()
+    status = service.publisher.status(ca_name, now)
+    rows: list[tuple[str, CrlKind, CrlRecord | None]] = []
+    for kind in _KINDS:
+        record = status.get(kind)
+        rows.append((ca_name, kind, record if isinstance(record, CrlRecord) else None))
+    console.print(_table(rows, inst))
+    base = service.config.public_base_url
+    console.print(
+        f"CRL: {crl_url(base, ca_name, 'full')} (delta: {crl_url(base, ca_name, 'delta')})"
+    )
+    pending = status.get("pending_since")
+    due = status.get("due") or []
+    if pending:
+        console.print(f"revocations not yet in a CRL since {_when(pending)}")  # type: ignore[arg-type]
+    if due:
+        console.print(f"due now: {', '.join(due)}")  # type: ignore[arg-type]
+    responders = inst.authority.search(
+        CertificateQuery(ca_name=ca_name, profile="ocsp-signer", limit=1)
+    )
+    if responders:
+        latest = responders[0]
+        console.print(
+            f"OCSP: {base.rstrip('/')}/ocsp, latest responder certificate {latest.serial} "
+            f"valid until {_when(latest.not_after)}"
+        )
+    else:
+        console.print(f"OCSP: {base.rstrip('/')}/ocsp, no responder certificate issued yet")

@@ -1,0 +1,70 @@
+"""Inline SVG charts for the dashboard and the report: no script, no external asset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+__all__ = ["bar_chart", "hbar_chart"]
+
+_COLOURS = ("#2b6cb0", "#c05621", "#2f855a", "#b7791f", "#6b46c1", "#c53030", "#4a5568")
+
+
+def bar_chart(
+    points: Sequence[tuple[str, int]], *, title: str, width: int = 640, height: int = 180
+) -> str:
+    """Vertical bars with labels under every few bars (e.g. expiries per week)."""
+    pad_left, pad_bottom, pad_top = 40, 28, 20
+    plot_w, plot_h = width - pad_left - 8, height - pad_bottom - pad_top
+    peak = max([v for _, v in points] + [1])
+    step = plot_w / max(len(points), 1)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" aria-label="{escape(title)}">',
+        f'<text x="{pad_left}" y="14" font-size="12" fill="#333">{escape(title)}</text>',
+        f'<text x="{pad_left - 4}" y="{pad_top + 8}" font-size="10" text-anchor="end" '
+        f'fill="#666">{peak}</text>',
+        f'<line x1="{pad_left}" y1="{pad_top + plot_h}" x2="{width - 8}" '
+        f'y2="{pad_top + plot_h}" stroke="#999"/>',
+    ]
+    label_every = max(1, len(points) // 8)
+    for i, (label, value) in enumerate(points):
+        h = plot_h * value / peak
+        x = pad_left + i * step + 1
+        y = pad_top + plot_h - h
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(step - 2, 1):.1f}" height="{h:.1f}" '
+            f'fill="{_COLOURS[0]}"><title>{escape(label)}: {value}</title></rect>'
+        )
+        if i % label_every == 0:
+            parts.append(
+                f'<text x="{x:.1f}" y="{height - 10}" font-size="10" fill="#666">'
+                f"{escape(label)}</text>"
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def hbar_chart(items: Sequence[tuple[str, int]], *, title: str, width: int = 420) -> str:
+    """Horizontal bars, one per labelled count (e.g. certificates by profile)."""
+    row, pad_top, label_w = 20, 22, 140
+    height = pad_top + row * max(len(items), 1) + 6
+    peak = max([v for _, v in items] + [1])
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" aria-label="{escape(title)}">',
+        f'<text x="0" y="14" font-size="12" fill="#333">{escape(title)}</text>',
+    ]
+    for i, (label, value) in enumerate(items):
+        y = pad_top + i * row
+        w = (width - label_w - 60) * value / peak
+        colour = _COLOURS[i % len(_COLOURS)]
+        parts.append(
+            f'<text x="0" y="{y + 13}" font-size="11" fill="#333">{escape(label[:22])}</text>'
+            f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{row - 6}" '
+            f'fill="{colour}"/>'
+            f'<text x="{label_w + w + 4:.1f}" y="{y + 13}" font-size="11" fill="#333">'
+            f"{value}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,318 @@
+"""The monitor of one installation: scans, usage evidence, ingest, alerts and metrics.
+
+Periodic work runs on a ``JobRunner``; the scan and the webhook sender are exclusive jobs, so
+with several server processes on one PostgreSQL only the holder of the advisory lock runs them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+
+from iotpki.core.audit import ChainReport, verify_chain
+from iotpki.core.authority import serial_hex
+from iotpki.core.keyquality import KeyBlocklist
+from iotpki.errors import ConfigError, Conflict, RequestError
+from iotpki.installation import Installation
+from iotpki.jobs import Job, JobRunner
+from iotpki.keys.file import write_private
+from iotpki.monitoring import checks
+from iotpki.monitoring.alerts import Alerter, validate_webhook_url
+from iotpki.monitoring.keyquality import key_observations, scan_keys
+from iotpki.monitoring.metrics import Metrics
+from iotpki.monitoring.records import FindingChange, UsageEvent
+from iotpki.store.inventory import SqlInventoryStore
+from iotpki.store.monitoring import SqlMonitoringStore
+
+__all__ = ["Monitor", "ScanResult", "read_secret"]
+
+_SERIAL = re.compile(r"^[0-9a-f]{1,64}$")
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_KINDS = frozenset({"connect", "disconnect", "publish", "tls"})
+_FLUSH_AT = 1000
+_STATS_SECONDS = 30.0
+
+
+def read_secret(inst: Installation, name: str, configured: Any = None) -> bytes:
+    """A secret from a configured file, else one generated once in ``<home>/secrets`` (0600)."""
+    path = configured or inst.home / "secrets" / name
+    if not path.is_file():
+        write_private(path, secrets.token_urlsafe(32).encode() + b"\n")
+    return bytes(path.read_bytes().strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """What one scan did."""
+
+    changes: int
+    alerted: int
+    keys_checked: int
+    seconds: float
+
+
+class Monitor:
+    """Monitoring of one installation, shared by the server, the CLI and the dashboard."""
+
+    def __init__(self, inst: Installation, metrics: Metrics | None = None) -> None:
+        self.installation = inst
+        self.authority = inst.authority
+        self.settings = inst.settings.monitoring
+        self.store = SqlMonitoringStore(inst.store)
+        self.inventory = SqlInventoryStore(inst.store)
+        self.metrics = metrics
+        self.blocklist = (
+            KeyBlocklist.from_files(inst.settings.key_blocklists)
+            if inst.settings.key_blocklists
+            else None
+        )
+        self.alerter = Alerter(
+            self.store,
+            self.authority.clock,
+            targets=self._webhook_targets(),
+            secret=read_secret(inst, "webhook", self.settings.webhook_secret_file),
+            max_attempts=self.settings.webhook_max_attempts,
+        )
+        self._buffer: list[UsageEvent] = []
+        self._buffer_lock = threading.Lock()
+        self._stats: tuple[float, dict[str, Any]] | None = None
+        self._chain: tuple[float, ChainReport] | None = None
+
+    def _webhook_targets(self) -> list[str]:
+        """The configured webhooks; a bad one is audited and stops the monitor from starting."""
+        for target in self.settings.webhooks:
+            try:
+                validate_webhook_url(target)
+            except ConfigError as exc:
+                self.authority.record_event(
+                    "monitor", "monitor.webhook.refused", target[:256], {"reason": exc.message}
+                )
+                raise
+        return list(self.settings.webhooks)
+
+    # -- scans ----------------------------------------------------------------------------------
+
+    def expiry_scan(self) -> list[FindingChange]:
+        """Expiry and age of device and CA certificates."""
+        now = self.authority.clock.now()
+        cas = self.authority.list_cas()
+        observed = checks.expiry_observations(self.store, cas, now, self.settings)
+        observed += checks.age_observations(self.store, cas, now, self.settings)
+        return self.store.sync_findings(checks.EXPIRY_CHECKS + checks.AGE_CHECKS, observed, now)
+
+    def anomaly_scan(self) -> list[FindingChange]:
+        """Misuse in the usage evidence, renewal storms and enrollment failure spikes."""
+        self.flush_usage()
+        now = self.authority.clock.now()
+        observed = checks.usage_observations(self.store, now, self.settings)
+        observed += checks.rate_observations(self.store, now, self.settings)
+        return self.store.sync_findings(checks.USAGE_CHECKS + checks.RATE_CHECKS, observed, now)
+
+    def key_scan(self) -> tuple[int, list[FindingChange]]:
+        """Key quality of every key not checked yet, then weak and shared key findings."""
+        now = self.authority.clock.now()
+        checked = scan_keys(self.store, now, self.blocklist)
+        changes = self.store.sync_findings(checks.KEY_CHECKS, key_observations(self.store), now)
+        return checked, changes
+
+    def scan(self) -> ScanResult:
+        """Every check, then alerts for what changed, then the metrics."""
+        start = time.perf_counter()
+        changes = self.expiry_scan() + self.anomaly_scan()
+        checked, key_changes = self.key_scan()
+        changes += key_changes
+        alerted = self.alerter.notify(changes)
+        self.refresh_metrics()
+        now = self.authority.clock.now()
+        self.store.purge(
+            now - timedelta(days=self.settings.usage_retention_days),
+            now - timedelta(seconds=2 * self.settings.ingest_max_skew_seconds),
+        )
+        if alerted:
+            self.authority.record_event(
+                "monitor", "monitor.alerted", "findings", {"alerts": alerted}
+            )
+        return ScanResult(len(changes), alerted, checked, time.perf_counter() - start)
+
+    def refresh_metrics(self) -> None:
+        """Expiring-within and open-findings gauges."""
+        if self.metrics is None:
+            return
+        now = self.authority.clock.now()
+        for days in (7, 30):
+            count = self.inventory.count_expiring(now, now + timedelta(days=days))
+            self.metrics.expiring.labels(f"{days}d").set(count)
+        self.metrics.set_findings(self.store.open_findings_by_check())
+
+    def jobs(self) -> JobRunner:
+        """The monitor's background jobs (not started)."""
+        return JobRunner(
+            [
+                Job("monitoring.scan", self.settings.scan_interval, self.scan, exclusive=True),
+                Job("monitoring.deliver", 15.0, self.alerter.deliver_due, exclusive=True),
+                Job("monitoring.usage", 5.0, self.flush_usage),
+            ],
+            self.store.exclusive,
+        )
+
+    # -- usage evidence -------------------------------------------------------------------------
+
+    def on_event(self, action: str, actor: str, data: dict[str, object]) -> None:
+        """Authority listener: a re-enrollment is evidence that the old certificate is in use."""
+        renewed_from = data.get("renewed_from")
+        if action == "certificate.renewed" and isinstance(renewed_from, str):
+            protocol = actor.split(":", 1)[0]
+            self.observe(
+                UsageEvent(
+                    time=self.authority.clock.now(),
+                    kind="enroll",
+                    serial=renewed_from,
+                    reporter=f"server:{protocol}",
+                    ca_name=str(data.get("ca")) if data.get("ca") else None,
+                )
+            )
+
+    def observe_tls(self, chain_pem: str, source: str | None) -> None:
+        """A TLS session on the HTTPS listener presented this client certificate."""
+        try:
+            cert = x509.load_pem_x509_certificate(chain_pem.encode())
+        except ValueError:
+            return
+        self.observe(
+            UsageEvent(
+                time=self.authority.clock.now(),
+                kind="tls",
+                serial=serial_hex(cert.serial_number),
+                reporter="server:https",
+                source=source,
+            )
+        )
+
+    def observe(self, event: UsageEvent) -> None:
+        """Buffer one usage event (written in batches)."""
+        with self._buffer_lock:
+            self._buffer.append(event)
+            full = len(self._buffer) >= _FLUSH_AT
+        if full:
+            self.flush_usage()
+
+    def flush_usage(self) -> int:
+        """Write buffered usage events."""
+        with self._buffer_lock:
+            batch, self._buffer = self._buffer, []
+        self.store.add_usage(batch)
+        return len(batch)
+
+    def ingest(self, reporter: str, body: dict[str, Any]) -> int:
+        """Store a broker's or gateway's batch of connection reports; returns how many.
+
+        Replays (a nonce seen before, or ``sent_at`` outside the allowed skew) and forgeries
+        (serials this installation never issued, times in the future) are refused whole.
+        """
+        now = self.authority.clock.now()
+        skew = timedelta(seconds=self.settings.ingest_max_skew_seconds)
+        nonce = body.get("nonce")
+        if not isinstance(nonce, str) or not _NONCE.match(nonce):
+            raise RequestError("nonce must be 16 to 64 characters of [A-Za-z0-9_-]", field="nonce")
+        sent_at = _time(body.get("sent_at"), "sent_at")
+        if abs(sent_at - now) > skew:
+            raise RequestError(
+                "sent_at is outside the allowed clock skew (replay?)", field="sent_at"
+            )
+        raw = body.get("events")
+        if not isinstance(raw, list) or not raw:
+            raise RequestError("events must be a non-empty list", field="events")
+        if len(raw) > self.settings.ingest_max_events:
+            raise RequestError(
+                f"at most {self.settings.ingest_max_events} events per batch", field="events"
+            )
+        events = [self._event(item, reporter, now, skew) for item in raw]
+        unknown = {e.serial for e in events} - self.store.known_serials(e.serial for e in events)
+        if unknown:
+            raise RequestError(
+                "events name certificates this installation did not issue",
+                field="events",
+                serials=sorted(unknown)[:10],
+            )
+        if not self.store.ingest(nonce, reporter, events, now):
+            raise Conflict("this batch was delivered before (replayed nonce)", nonce=nonce)
+        return len(events)
+
+    def _event(self, item: object, reporter: str, now: datetime, skew: timedelta) -> UsageEvent:
+        if not isinstance(item, dict):
+            raise RequestError("each event must be an object", field="events")
+        serial = item.get("serial")
+        if not isinstance(serial, str) or not _SERIAL.match(serial.lower()):
+            raise RequestError("event serial must be lower-case hex", field="serial")
+        serial = serial.lower().lstrip("0") or "0"
+        when = _time(item.get("time"), "time")
+        if when > now + skew:
+            raise RequestError("event time is in the future", field="time")
+        if when < now - timedelta(days=self.settings.usage_retention_days):
+            raise RequestError("event time is older than the retention", field="time")
+        kind = item.get("kind", "connect")
+        if kind not in _KINDS:
+            raise RequestError(f"event kind must be one of {sorted(_KINDS)}", field="kind")
+        client_id = _optional_text(item, "client_id", 256)
+        source = _optional_text(item, "source", 128)
+        return UsageEvent(when, str(kind), serial, reporter, None, client_id, source)
+
+    # -- dashboard reads ------------------------------------------------------------------------
+
+    def overview(self) -> dict[str, Any]:
+        """Counts for the overview page, cached for half a minute (they scan the table)."""
+        cached = self._stats
+        if cached is not None and time.monotonic() - cached[0] < _STATS_SECONDS:
+            return cached[1]
+        now = self.authority.clock.now()
+        stats: dict[str, Any] = self.inventory.counts(now)
+        stats["expiring"] = {
+            days: self.inventory.count_expiring(now, now + timedelta(days=days))
+            for days in (7, 30, 90)
+        }
+        weeks = [now + timedelta(weeks=i) for i in range(27)]
+        stats["timeline"] = [
+            (start, self.inventory.count_expiring(start, end))
+            for start, end in itertools.pairwise(weeks)
+        ]
+        self._stats = (time.monotonic(), stats)
+        return stats
+
+    def chain_status(self) -> ChainReport:
+        """The audit chain's verification, cached for a minute."""
+        cached = self._chain
+        if cached is not None and time.monotonic() - cached[0] < 60.0:
+            return cached[1]
+        store = self.installation.store
+        report = verify_chain(store.audit_events(), store.audit_head())
+        self._chain = (time.monotonic(), report)
+        return report
+
+
+def _time(value: object, name: str) -> datetime:
+    if not isinstance(value, str) or len(value) > 40:
+        raise RequestError(f"{name} must be an ISO 8601 time", field=name)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise RequestError(f"{name} must be an ISO 8601 time", field=name) from exc
+    if parsed.tzinfo is None:
+        raise RequestError(f"{name} needs a time zone", field=name)
+    return parsed
+
+
+def _optional_text(item: dict[str, Any], name: str, limit: int) -> str | None:
+    value = item.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
+        raise RequestError(f"{name} must be printable text of at most {limit}", field=name)
+    return value

@@ -1,0 +1,370 @@
+"""Orders (RFC 8555 section 7.4): creation, finalization through the authority, certificate
+download with alternate chains (section 7.4.2) and revocation (section 7.6).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from jwcrypto import jwk as jose_jwk
+
+from iotpki.core.acme_ports import (
+    AcmeAccount,
+    AcmeAuthorization,
+    AcmeChallenge,
+    AcmeOrder,
+    AcmeTransaction,
+    Identifier,
+)
+from iotpki.core.authority import serial_hex
+from iotpki.core.encoding import pem
+from iotpki.core.models import CAStatus, CertStatus
+from iotpki.errors import Conflict, IotpkiError
+from iotpki.protocols.acme import device_attest, eab, jws, messages
+from iotpki.protocols.acme.context import AcmeContext, new_id
+from iotpki.protocols.acme.problems import AcmeProblem, from_error
+
+__all__ = [
+    "certificate_chain",
+    "finalize",
+    "get_order",
+    "list_orders",
+    "new_order",
+    "revoke",
+]
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _token() -> str:
+    """A challenge token: 256 bits of entropy, base64url (section 8.1)."""
+    return secrets.token_urlsafe(32)
+
+
+def _owned_order(tx: AcmeTransaction, account: AcmeAccount, order_id: str) -> AcmeOrder:
+    order = tx.get_order(order_id)
+    if order is None:
+        raise AcmeProblem("malformed", "no such order", status=404)
+    if order.account_id != account.account_id:
+        raise AcmeProblem("unauthorized", "this order belongs to another account")
+    return order
+
+
+def _current(order: AcmeOrder, ctx: AcmeContext) -> AcmeOrder:
+    """Section 7.1.6: an order past its expiry that was not finished is invalid."""
+    if order.status in ("pending", "ready") and order.expires <= ctx.now():
+        return replace(
+            order,
+            status="invalid",
+            error={"type": "urn:ietf:params:acme:error:malformed", "detail": "the order expired"},
+        )
+    return order
+
+
+def get_order(
+    ctx: AcmeContext, account: AcmeAccount, order_id: str, base: str
+) -> tuple[AcmeOrder, dict[str, Any]]:
+    """An order as its owner reads it (POST-as-GET)."""
+    with ctx.store.transaction(readonly=True) as tx:
+        order = _current(_owned_order(tx, account, order_id), ctx)
+        authz_ids = [a.authz_id for a in tx.order_authorizations(order_id)]
+    return order, messages.order_json(order, base, authz_ids)
+
+
+def list_orders(ctx: AcmeContext, account: AcmeAccount, account_id: str, base: str) -> list[str]:
+    """Section 7.1.2.1: the URLs of the account's orders (newest first, one page)."""
+    if account.account_id != account_id:
+        raise AcmeProblem("unauthorized", "a request for another account")
+    with ctx.store.transaction(readonly=True) as tx:
+        return [f"{base}/order/{o}" for o in tx.account_orders(account_id, 1000)]
+
+
+def _check_replaces(ctx: AcmeContext, account: AcmeAccount, value: object) -> str | None:
+    """RFC 9773 section 5: ``replaces`` names a certificate this account was issued."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise AcmeProblem("malformed", "replaces must be a CertID string")
+    _, serial = messages.parse_cert_id(value)
+    with ctx.store.transaction(readonly=True) as tx:
+        record = tx.get_certificate(None, serial)
+        order = tx.order_for_certificate(record.ca_name, serial) if record else None
+        if record is None or order is None or order.account_id != account.account_id:
+            raise AcmeProblem("malformed", "replaces names no certificate of this account")
+        if any(o.status == "valid" for o in tx.replacing_orders(value)):
+            raise AcmeProblem("alreadyReplaced", "that certificate was replaced already")
+    if messages.cert_id(record.certificate).split(".")[0] != value.split(".")[0]:
+        raise AcmeProblem("malformed", "replaces names no certificate of this account")
+    return value
+
+
+def new_order(
+    ctx: AcmeContext, signed: jws.SignedRequest, account: AcmeAccount, base: str
+) -> tuple[AcmeOrder, dict[str, Any]]:
+    """newOrder (section 7.4): an order with one authorization per identifier."""
+    payload = signed.json_payload()
+    identifiers = messages.parse_identifiers(payload.get("identifiers"))
+    if payload.get("notBefore") is not None or payload.get("notAfter") is not None:
+        raise AcmeProblem(
+            "malformed", "notBefore and notAfter are not supported: the profile sets lifetimes"
+        )
+    replaces = _check_replaces(ctx, account, payload.get("replaces"))
+    devices = [(t, v) for t, v in identifiers if t in device_attest.DEVICE_IDENTIFIERS]
+    if devices:
+        kind, device = devices[0]
+        # With device-attest-01 the TPM proves the device; an EAB device policy still narrows it.
+        attested = bool(device_attest.challenge_types(ctx, kind))
+        if not eab.allows_device(account.device_patterns, device) and not (
+            attested and not account.device_patterns
+        ):
+            raise AcmeProblem(
+                "rejectedIdentifier",
+                f"the account's external account binding does not cover device {device}",
+            )
+        profile = account.device_profile
+    else:
+        profile = account.profile
+    _rate_limit(ctx, account, identifiers)
+    now = ctx.now()
+    order_id = new_id()
+    expires = now + ctx.config.order_lifetime
+    authorizations: list[AcmeAuthorization] = []
+    challenges: list[AcmeChallenge] = []
+    for identifier in identifiers:
+        authz_id = new_id()
+        types = device_attest.challenge_types(ctx, identifier[0])
+        authorizations.append(
+            AcmeAuthorization(
+                authz_id=authz_id,
+                order_id=order_id,
+                account_id=account.account_id,
+                identifier=identifier,
+                status="pending" if types else "valid",
+                expires=min(expires, now + ctx.config.authorization_lifetime),
+            )
+        )
+        token = _token()
+        challenges.extend(
+            AcmeChallenge(new_id(), authz_id, kind, token, "pending") for kind in types
+        )
+    ready = all(a.status == "valid" for a in authorizations)
+    order = AcmeOrder(
+        order_id=order_id,
+        account_id=account.account_id,
+        status="ready" if ready else "pending",
+        identifiers=tuple(identifiers),
+        profile=profile,
+        expires=expires,
+        created_at=now,
+        replaces=replaces,
+    )
+    with ctx.store.transaction() as tx:
+        tx.add_order(order, authorizations, challenges)
+        tx.append_audit(
+            now,
+            f"acme:{account.account_id}",
+            "acme.order.created",
+            order_id,
+            {
+                "identifiers": [f"{t}:{v}" for t, v in identifiers],
+                "profile": profile,
+                "status": order.status,
+                "replaces": replaces,
+            },
+        )
+    return order, messages.order_json(order, base, [a.authz_id for a in authorizations])
+
+
+def _rate_limit(ctx: AcmeContext, account: AcmeAccount, identifiers: list[Identifier]) -> None:
+    waits = [
+        ctx.account_orders.retry_after([account.account_id]),
+        ctx.identifier_orders.retry_after([f"{t}:{v}" for t, v in identifiers]),
+    ]
+    wait = max((w for w in waits if w is not None), default=None)
+    if wait is not None:
+        raise AcmeProblem(
+            "rateLimited",
+            f"too many new orders: retry after {wait} seconds",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+def _check_csr_names(order: AcmeOrder, csr: x509.CertificateSigningRequest) -> str | None:
+    """Section 7.4: the CSR asks for exactly the order's identifiers; returns a device id."""
+    names = messages.csr_identifiers(csr)
+    common_names = {v for t, v in names if t == "cn"}
+    requested = {n for n in names if n[0] != "cn"}
+    wanted = set(order.identifiers)
+    devices = [v for t, v in wanted if t in device_attest.DEVICE_IDENTIFIERS]
+    if devices:
+        device = devices[0]
+        if requested or common_names - {device}:
+            raise AcmeProblem("badCSR", f"the CSR must name only device {device}")
+        return device
+    if requested != wanted:
+        extra = sorted(f"{t}:{v}" for t, v in requested - wanted)
+        missing = sorted(f"{t}:{v}" for t, v in wanted - requested)
+        raise AcmeProblem(
+            "badCSR",
+            "the CSR's names differ from the order's identifiers"
+            + (f"; not in the order: {', '.join(extra)}" if extra else "")
+            + (f"; missing: {', '.join(missing)}" if missing else ""),
+        )
+    values = {v for _, v in wanted}
+    if common_names - values:
+        raise AcmeProblem("badCSR", "the CSR's commonName is not one of the order's identifiers")
+    return None
+
+
+def finalize(
+    ctx: AcmeContext, signed: jws.SignedRequest, account: AcmeAccount, order_id: str, base: str
+) -> tuple[AcmeOrder, dict[str, Any]]:
+    """Finalize (section 7.4): check the CSR, issue through the authority, record the result."""
+    payload = signed.json_payload()
+    with ctx.store.transaction(readonly=True) as tx:
+        order = _current(_owned_order(tx, account, order_id), ctx)
+    if order.status != "ready":
+        raise AcmeProblem("orderNotReady", f"the order is {order.status}, not ready")
+    csr_text = payload.get("csr")
+    if not isinstance(csr_text, str):
+        raise AcmeProblem("malformed", "finalize needs a csr (base64url DER)")
+    try:
+        csr = x509.load_der_x509_csr(jws.b64url_decode(csr_text))
+    except (ValueError, AcmeProblem) as exc:
+        raise AcmeProblem("badCSR", "the CSR does not parse") from exc
+    device = _check_csr_names(order, csr)
+    attestation = device_attest.finalize_attestation(ctx, order_id, csr)
+    actor = f"acme:{account.account_id}"
+    now = ctx.now()
+    with ctx.store.transaction() as tx:
+        if not tx.update_order(order_id, status="processing", expect="ready"):
+            raise AcmeProblem("orderNotReady", "the order is being finalized already")
+        tx.append_audit(now, actor, "acme.order.processing", order_id, {})
+    try:
+        issued = ctx.authority.issue(
+            csr, profile=order.profile, actor=actor, device_id=device, attestation=attestation
+        )
+    except IotpkiError as exc:
+        with ctx.store.transaction() as tx:
+            tx.update_order(order_id, status="ready", expect="processing")
+            tx.append_audit(ctx.now(), actor, "acme.order.ready", order_id, {"refused": exc.code})
+        raise from_error(exc, during="csr") from exc
+    with ctx.store.transaction() as tx:
+        tx.update_order(
+            order_id,
+            status="valid",
+            expect="processing",
+            certificate_serial=issued.record.serial,
+            certificate_ca=issued.record.ca_name,
+        )
+        tx.append_audit(
+            ctx.now(),
+            actor,
+            "acme.order.valid",
+            order_id,
+            {"serial": issued.record.serial, "ca": issued.record.ca_name},
+        )
+        authz_ids = [a.authz_id for a in tx.order_authorizations(order_id)]
+        done = tx.get_order(order_id)
+    assert done is not None
+    return done, messages.order_json(done, base, authz_ids)
+
+
+def _alternate_chains(
+    ctx: AcmeContext, chain: list[x509.Certificate]
+) -> list[list[x509.Certificate]]:
+    """Chains through cross-certificates: another CA record with the same subject and key as a
+    CA of the default chain (a root rollover's cross-signed certificate)."""
+    alternates: list[list[x509.Certificate]] = []
+    records = [c for c in ctx.authority.list_cas() if c.certificate_der is not None]
+    for index, ca_cert in enumerate(chain):
+        spki = ca_cert.public_key().public_bytes(*_SPKI)
+        for record in records:
+            cert = record.certificate
+            if (
+                record.status is CAStatus.PENDING
+                or cert == ca_cert
+                or cert.subject != ca_cert.subject
+                or cert.public_key().public_bytes(*_SPKI) != spki
+            ):
+                continue
+            above = ctx.authority.chain(record.parent)[:-1] if record.parent else []
+            alternates.append([*chain[:index], cert, *above])
+    return alternates
+
+
+def certificate_chain(
+    ctx: AcmeContext, account: AcmeAccount, order_id: str, alternate: int, base: str
+) -> tuple[bytes, list[str]]:
+    """Section 7.4.2: the PEM chain (leaf first) and ``Link: rel="alternate"`` URLs."""
+    with ctx.store.transaction(readonly=True) as tx:
+        order = _owned_order(tx, account, order_id)
+    if order.status != "valid" or order.certificate_serial is None:
+        raise AcmeProblem("malformed", "this order has no certificate", status=404)
+    record = ctx.authority.get(order.certificate_serial, ca=order.certificate_ca)
+    default = ctx.authority.chain(record.ca_name)[:-1]
+    chains = [default, *_alternate_chains(ctx, default)]
+    if not 0 <= alternate < len(chains):
+        raise AcmeProblem("malformed", "no such alternate chain", status=404)
+    links = [
+        f'<{base}/cert/{order_id}/{n}>;rel="alternate"'
+        for n in range(len(chains))
+        if n != alternate
+    ]
+    return pem([record.certificate, *chains[alternate]]), links
+
+
+def revoke(
+    ctx: AcmeContext,
+    signed: jws.SignedRequest,
+    account: AcmeAccount | None,
+    key: jose_jwk.JWK,
+) -> None:
+    """revokeCert (section 7.6), by the issuing account, an account authorised for every
+    name, or the certificate's own key (``jwk``)."""
+    payload = signed.json_payload()
+    text = payload.get("certificate")
+    if not isinstance(text, str):
+        raise AcmeProblem("malformed", "revokeCert needs the certificate (base64url DER)")
+    try:
+        cert = x509.load_der_x509_certificate(jws.b64url_decode(text))
+        serial = serial_hex(cert.serial_number)
+    except ValueError as exc:
+        raise AcmeProblem("malformed", "the certificate does not parse") from exc
+    reason = messages.revocation_reason(payload.get("reason"))
+    with ctx.store.transaction(readonly=True) as tx:
+        record = tx.get_certificate(None, serial)
+        if record is None or record.der != cert.public_bytes(serialization.Encoding.DER):
+            raise AcmeProblem("malformed", "this server did not issue that certificate", status=404)
+        if account is None:
+            spki = jws.spki_key(key).public_bytes(*_SPKI)
+            if spki != cert.public_key().public_bytes(*_SPKI):
+                raise AcmeProblem("unauthorized", "the JWS key is not the certificate's key")
+            actor = f"acme:key:{jws.thumbprint(key)}"
+        else:
+            actor = f"acme:{account.account_id}"
+            order = tx.order_for_certificate(record.ca_name, serial)
+            if order is None or order.account_id != account.account_id:
+                names = [
+                    (n.split(":", 1)[0], n.split(":", 1)[1])
+                    for n in record.sans
+                    if n.split(":", 1)[0] in ("dns", "ip")
+                ]
+                held = {
+                    a.identifier
+                    for a in tx.valid_authorizations(account.account_id, names, ctx.now())
+                }
+                if not names or set(names) - held:
+                    raise AcmeProblem(
+                        "unauthorized", "this account may not revoke that certificate"
+                    )
+    if record.status is CertStatus.REVOKED:
+        raise AcmeProblem("alreadyRevoked", "the certificate is revoked already")
+    try:
+        ctx.authority.revoke(serial, reason=reason, actor=actor, ca=record.ca_name)
+    except Conflict as exc:
+        raise AcmeProblem("alreadyRevoked", "the certificate is revoked already") from exc

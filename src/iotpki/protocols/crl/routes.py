@@ -1,0 +1,93 @@
+"""CRLs over HTTP (RFC 5280 section 4.2.1.13, RFC 2585 section 4.2): ``/crl/<ca>.crl``, DER.
+
+``/crl/<ca>.crl`` is the CA's complete CRL and ``/crl/<ca>-delta.crl`` its delta CRL. Responses
+carry ETag (the CRL number), Last-Modified (thisUpdate), Expires (nextUpdate) and a max-age that
+never reaches past nextUpdate; a matching If-None-Match gets 304.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from email.utils import format_datetime
+from typing import Protocol
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from iotpki.core.policy import is_valid_name
+from iotpki.core.publication import CrlKind, CrlRecord
+
+__all__ = ["MEDIA_TYPE", "CrlSource", "crl_headers", "resolve_name", "routes"]
+
+MEDIA_TYPE = "application/pkix-crl"
+_DELTA = "-delta"
+
+
+class CrlSource(Protocol):
+    """Where the route finds CRLs and the facts around them."""
+
+    def cached_crl(self, ca_name: str, kind: CrlKind) -> CrlRecord | None:
+        """The CRL held in memory, without I/O."""
+        ...
+
+    def load_crl(self, ca_name: str, kind: CrlKind) -> CrlRecord | None:
+        """The CRL from the store (blocking)."""
+        ...
+
+    def is_crl_issuer(self, ca_name: str) -> bool:
+        """Whether a CA of that name publishes CRLs here."""
+        ...
+
+    def crl_max_age(self, ca_name: str) -> timedelta:
+        """The longest a client should cache a CRL of this CA."""
+        ...
+
+    def now(self) -> datetime:
+        """The current time."""
+        ...
+
+
+def resolve_name(name: str, known: Callable[[str], bool]) -> tuple[str, CrlKind] | None:
+    """(CA, kind) for a file name: a CA's own name wins over the ``-delta`` suffix."""
+    if not is_valid_name(name):
+        return None
+    if known(name):
+        return name, "full"
+    if name.endswith(_DELTA) and known(name[: -len(_DELTA)]):
+        return name[: -len(_DELTA)], "delta"
+    return None
+
+
+def crl_headers(crl: CrlRecord, now: datetime, max_age: timedelta) -> dict[str, str]:
+    """HTTP caching headers bounded by the CRL's nextUpdate."""
+    remaining = min(max_age, crl.next_update - now)
+    return {
+        "ETag": f'"{crl.ca_name}-{crl.kind}-{crl.number}"',
+        "Last-Modified": format_datetime(crl.this_update, usegmt=True),
+        "Expires": format_datetime(crl.next_update, usegmt=True),
+        "Cache-Control": f"public, max-age={max(0, int(remaining.total_seconds()))}",
+    }
+
+
+def routes(source: CrlSource) -> list[BaseRoute]:
+    """The CRL route."""
+
+    async def crl(request: Request) -> Response:
+        resolved = resolve_name(request.path_params["name"], source.is_crl_issuer)
+        if resolved is None:
+            return PlainTextResponse("no such CRL", status_code=404)
+        ca_name, kind = resolved
+        record = source.cached_crl(ca_name, kind) or await run_in_threadpool(
+            source.load_crl, ca_name, kind
+        )
+        if record is None or record.der is None:
+            return PlainTextResponse("no CRL published yet", status_code=404)
+        headers = crl_headers(record, source.now(), source.crl_max_age(ca_name))
+        if request.headers.get("if-none-match") == headers["ETag"]:
+            return Response(status_code=304, headers=headers)
+        return Response(record.der, media_type=MEDIA_TYPE, headers=headers)
+
+    return [Route("/crl/{name}.crl", crl, methods=["GET", "HEAD"])]

@@ -1,0 +1,691 @@
+"""SQL for operations monitoring, beside ``SqlStore`` on the same engine.
+
+Findings, usage evidence, ingest nonces, alert deliveries, key-quality results and dashboard
+users, plus the inventory queries the dashboard pages through (keyset pagination on the
+certificates' id, so a page costs the same on the first and the millionth row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+
+from iotpki.core.models import AuditEvent, CAStatus, CertStatus
+from iotpki.monitoring.records import (
+    Delivery,
+    FindingChange,
+    FindingRecord,
+    Observation,
+    UsageEvent,
+)
+from iotpki.store import schema as s
+from iotpki.store.sql import SqlStore
+
+__all__ = ["SqlMonitoringStore"]
+
+_VALID = str(CertStatus.VALID)
+_REVOKED = str(CertStatus.REVOKED)
+_CHUNK = 500
+
+
+def _finding(row: Row[Any]) -> FindingRecord:
+    return FindingRecord(
+        id=row.id,
+        check=row.check,
+        key=row.key,
+        severity=row.severity,
+        status=row.status,
+        summary=row.summary,
+        ca_name=row.ca_name,
+        serial=row.serial,
+        device_id=row.device_id,
+        evidence=json.loads(row.evidence),
+        state=row.state,
+        alerted_state=row.alerted_state,
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
+        resolved_at=row.resolved_at,
+    )
+
+
+def _delivery(row: Row[Any]) -> Delivery:
+    return Delivery(
+        id=row.id,
+        finding_id=row.finding_id,
+        target=row.target,
+        event=row.event,
+        payload=row.payload,
+        status=row.status,
+        attempts=row.attempts,
+        http_status=row.http_status,
+        last_error=row.last_error,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        delivered_at=row.delivered_at,
+    )
+
+
+def _evidence(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, default=str)[:65536]
+
+
+class SqlMonitoringStore:
+    """Monitoring state and the read queries of the dashboard, checks and report."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.engine = store.engine
+        self.dialect = store.dialect
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.info["iotpki_immediate"] = True  # SQLite: BEGIN IMMEDIATE, as SqlStore does
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """A PostgreSQL session advisory lock held for the block; SQLite has a single host."""
+        if self.dialect != "postgresql":
+            yield True
+            return
+        key = int.from_bytes(
+            hashlib.sha256(f"iotpki:{name}".encode()).digest()[:8], "big", signed=True
+        )
+        with self.engine.connect() as conn:
+            held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            conn.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+
+    # -- findings ---------------------------------------------------------------------------
+
+    def sync_findings(
+        self, checks: Sequence[str], observed: Sequence[Observation], now: datetime
+    ) -> list[FindingChange]:
+        """Record one run of ``checks``: open or refresh what was observed, resolve the rest."""
+        f = s.findings.c
+        changes: list[FindingChange] = []
+        by_key = {(o.check, o.key): o for o in observed}
+        with self._write() as conn:
+            open_rows = {
+                (r.check, r.key): r
+                for r in conn.execute(
+                    select(s.findings).where(f.status == "open", f.check.in_(list(checks)))
+                )
+            }
+            missing = [k for k in by_key if k not in open_rows]
+            earlier: dict[tuple[str, str], Row[Any]] = {}
+            for i in range(0, len(missing), _CHUNK):
+                chunk = missing[i : i + _CHUNK]
+                for r in conn.execute(select(s.findings).where(tuple_(f.check, f.key).in_(chunk))):
+                    earlier[(r.check, r.key)] = r
+            inserts: list[dict[str, Any]] = []
+            refreshed: list[int] = []
+            for key, obs in by_key.items():
+                values = {
+                    "severity": obs.severity,
+                    "status": "open",
+                    "summary": obs.summary[:512],
+                    "ca_name": obs.ca_name,
+                    "serial": obs.serial,
+                    "device_id": obs.device_id,
+                    "evidence": _evidence(obs.evidence),
+                    "state": obs.state,
+                    "last_seen": now,
+                    "resolved_at": None,
+                }
+                row = open_rows.get(key) or earlier.get(key)
+                if row is None:
+                    inserts.append(
+                        {"check": obs.check, "key": obs.key[:256], "first_seen": now, **values}
+                    )
+                elif row.status == "open" and row.state == obs.state:
+                    refreshed.append(row.id)
+                else:
+                    conn.execute(update(s.findings).where(f.id == row.id).values(**values))
+                    event = "changed" if row.status == "open" else "opened"
+                    changes.append(FindingChange(event, _finding_after(row, values)))
+            for i in range(0, len(refreshed), _CHUNK):
+                conn.execute(
+                    update(s.findings)
+                    .where(f.id.in_(refreshed[i : i + _CHUNK]))
+                    .values(last_seen=now)
+                )
+            for i in range(0, len(inserts), _CHUNK):
+                conn.execute(insert(s.findings), inserts[i : i + _CHUNK])
+            for i in range(0, len(inserts), _CHUNK):
+                keys = [(r["check"], r["key"]) for r in inserts[i : i + _CHUNK]]
+                for r in conn.execute(select(s.findings).where(tuple_(f.check, f.key).in_(keys))):
+                    changes.append(FindingChange("opened", _finding(r)))
+            gone = [r for k, r in open_rows.items() if k not in by_key]
+            for i in range(0, len(gone), _CHUNK):
+                conn.execute(
+                    update(s.findings)
+                    .where(f.id.in_([r.id for r in gone[i : i + _CHUNK]]))
+                    .values(status="resolved", resolved_at=now)
+                )
+            for r in gone:
+                resolved = _finding_after(r, {"status": "resolved", "resolved_at": now})
+                changes.append(FindingChange("resolved", resolved))
+        return changes
+
+    def list_findings(
+        self,
+        *,
+        status: str | None = "open",
+        check: str | None = None,
+        serial: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[FindingRecord]:
+        """Findings, most severe and newest first."""
+        f = s.findings.c
+        stmt = select(s.findings)
+        if status is not None:
+            stmt = stmt.where(f.status == status)
+        if check is not None:
+            stmt = stmt.where(f.check == check)
+        if serial is not None:
+            stmt = stmt.where(f.serial == serial)
+        order = case(
+            (f.severity == "critical", 0),
+            (f.severity == "high", 1),
+            (f.severity == "medium", 2),
+            else_=3,
+        )
+        stmt = stmt.order_by(order, f.last_seen.desc(), f.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [_finding(r) for r in conn.execute(stmt)]
+
+    def get_finding(self, finding_id: int) -> FindingRecord | None:
+        """A finding by id."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(s.findings).where(s.findings.c.id == finding_id)).first()
+        return None if row is None else _finding(row)
+
+    def open_findings_by_check(self) -> dict[tuple[str, str], int]:
+        """How many findings are open, by (check, severity)."""
+        f = s.findings.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(f.check, f.severity, func.count())
+                .where(f.status == "open")
+                .group_by(f.check, f.severity)
+            )
+            return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def mark_alerted(self, finding_id: int, state: str) -> None:
+        """Remember which state of a finding has been alerted."""
+        with self._write() as conn:
+            conn.execute(
+                update(s.findings).where(s.findings.c.id == finding_id).values(alerted_state=state)
+            )
+
+    # -- usage evidence ---------------------------------------------------------------------
+
+    def add_usage(self, events: Sequence[UsageEvent]) -> None:
+        """Append usage events."""
+        if not events:
+            return
+        rows = [
+            {
+                "time": e.time,
+                "kind": e.kind[:16],
+                "serial": e.serial[:64],
+                "ca_name": e.ca_name,
+                "client_id": e.client_id[:256] if e.client_id else None,
+                "source": e.source[:128] if e.source else None,
+                "reporter": e.reporter[:128],
+            }
+            for e in events
+        ]
+        with self._write() as conn:
+            conn.execute(insert(s.usage_events), rows)
+
+    def ingest(
+        self, nonce: str, reporter: str, events: Sequence[UsageEvent], now: datetime
+    ) -> bool:
+        """Record a reporter's batch once: False (and nothing stored) if its nonce was seen."""
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    insert(s.ingest_nonces).values(nonce=nonce, reporter=reporter, seen_at=now)
+                )
+                if events:
+                    conn.execute(
+                        insert(s.usage_events),
+                        [
+                            {
+                                "time": e.time,
+                                "kind": e.kind,
+                                "serial": e.serial,
+                                "ca_name": e.ca_name,
+                                "client_id": e.client_id,
+                                "source": e.source,
+                                "reporter": e.reporter,
+                            }
+                            for e in events
+                        ],
+                    )
+        except IntegrityError:
+            return False
+        return True
+
+    def purge(self, usage_before: datetime, nonces_before: datetime) -> None:
+        """Drop usage evidence and nonces older than their windows."""
+        with self._write() as conn:
+            conn.execute(delete(s.usage_events).where(s.usage_events.c.time < usage_before))
+            conn.execute(delete(s.ingest_nonces).where(s.ingest_nonces.c.seen_at < nonces_before))
+
+    def known_serials(self, serials: Iterable[str]) -> set[str]:
+        """Which of these serials this installation issued."""
+        wanted = list(set(serials))
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), _CHUNK):
+                rows = conn.execute(
+                    select(s.certificates.c.serial).where(
+                        s.certificates.c.serial.in_(wanted[i : i + _CHUNK])
+                    )
+                )
+                found.update(r[0] for r in rows)
+        return found
+
+    def usage_of(self, serial: str, limit: int = 50) -> list[UsageEvent]:
+        """The latest usage evidence of a certificate."""
+        u = s.usage_events.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(s.usage_events)
+                .where(u.serial == serial)
+                .order_by(u.time.desc())
+                .limit(limit)
+            )
+            return [
+                UsageEvent(r.time, r.kind, r.serial, r.reporter, r.ca_name, r.client_id, r.source)
+                for r in rows
+            ]
+
+    def shared_certificates(self, since: datetime) -> list[tuple[str, list[str]]]:
+        """Certificates seen from more than one source since ``since``: (serial, sources)."""
+        u = s.usage_events.c
+        with self.engine.connect() as conn:
+            serials = [
+                r[0]
+                for r in conn.execute(
+                    select(u.serial)
+                    .where(u.time >= since, u.source.is_not(None))
+                    .group_by(u.serial)
+                    .having(func.count(u.source.distinct()) > 1)
+                    .limit(10_000)
+                )
+            ]
+            result = []
+            for serial in serials:
+                sources = conn.execute(
+                    select(u.source)
+                    .distinct()
+                    .where(u.serial == serial, u.time >= since, u.source.is_not(None))
+                    .limit(20)
+                )
+                result.append((serial, sorted(str(r[0]) for r in sources)))
+        return result
+
+    def conflicting_client_ids(self, since: datetime) -> list[tuple[str, list[str]]]:
+        """Client IDs presented by certificates of several identities: (client ID, serials)."""
+        u = s.usage_events.c
+        c = s.certificates.c
+        identity = func.coalesce(c.device_id, c.subject)
+        with self.engine.connect() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    select(u.client_id)
+                    .join(s.certificates, c.serial == u.serial)
+                    .where(u.time >= since, u.client_id.is_not(None))
+                    .group_by(u.client_id)
+                    .having(func.count(identity.distinct()) > 1)
+                    .limit(10_000)
+                )
+            ]
+            result = []
+            for client_id in ids:
+                serials = conn.execute(
+                    select(u.serial)
+                    .distinct()
+                    .where(u.client_id == client_id, u.time >= since)
+                    .limit(20)
+                )
+                result.append((str(client_id), sorted(r[0] for r in serials)))
+        return result
+
+    def revoked_in_use(self, since: datetime) -> list[tuple[str, str, datetime, str | None]]:
+        """Revoked certificates used after their revocation: (serial, CA, last use, device)."""
+        u = s.usage_events.c
+        c = s.certificates.c
+        stmt = (
+            select(c.serial, c.ca_name, func.max(u.time), c.device_id)
+            .join(s.certificates, c.serial == u.serial)
+            .where(u.time >= since, c.status == _REVOKED, u.time >= c.revoked_at)
+            .where(or_(u.ca_name.is_(None), u.ca_name == c.ca_name))
+            .group_by(c.serial, c.ca_name, c.device_id)
+            .limit(10_000)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2], r[3]) for r in conn.execute(stmt)]
+
+    def revoked_ca_in_use(self, since: datetime) -> list[tuple[str, str, datetime, str | None]]:
+        """Certificates used whose issuing CA is revoked: (serial, CA, last use, device)."""
+        u = s.usage_events.c
+        c = s.certificates.c
+        stmt = (
+            select(c.serial, c.ca_name, func.max(u.time), c.device_id)
+            .join(s.certificates, c.serial == u.serial)
+            .join(s.cas, s.cas.c.name == c.ca_name)
+            .where(u.time >= since, s.cas.c.status == str(CAStatus.REVOKED))
+            .group_by(c.serial, c.ca_name, c.device_id)
+            .limit(10_000)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2], r[3]) for r in conn.execute(stmt)]
+
+    # -- audit-derived rates ------------------------------------------------------------------
+
+    def audit_counts(self, since: datetime, actions: Sequence[str]) -> dict[str, int]:
+        """How many audit events of each action (``%`` patterns allowed) since a time."""
+        a = s.audit_events.c
+        clauses = [a.action.like(p) if "%" in p else a.action == p for p in actions]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(a.action, func.count())
+                .where(a.time >= since, or_(*clauses))
+                .group_by(a.action)
+            )
+            return {r[0]: int(r[1]) for r in rows}
+
+    def audit_top_targets(
+        self, since: datetime, actions: Sequence[str], limit: int = 10
+    ) -> list[tuple[str, int]]:
+        """The targets most often named by these actions since a time."""
+        a = s.audit_events.c
+        clauses = [a.action.like(p) if "%" in p else a.action == p for p in actions]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(a.target, func.count().label("n"))
+                .where(a.time >= since, or_(*clauses))
+                .group_by(a.target)
+                .order_by(text("n DESC"))
+                .limit(limit)
+            )
+            return [(r[0], int(r[1])) for r in rows]
+
+    def audit_page(self, before_seq: int | None, limit: int) -> list[AuditEvent]:
+        """Audit events, newest first, before a sequence number."""
+        a = s.audit_events.c
+        stmt = select(s.audit_events).order_by(a.seq.desc()).limit(limit)
+        if before_seq is not None:
+            stmt = stmt.where(a.seq < before_seq)
+        with self.engine.connect() as conn:
+            return [
+                AuditEvent(
+                    r.seq,
+                    r.time,
+                    r.actor,
+                    r.action,
+                    r.target,
+                    json.loads(r.data),
+                    r.prev_hash,
+                    r.hash,
+                )
+                for r in conn.execute(stmt)
+            ]
+
+    # -- expiry and age -------------------------------------------------------------------------
+
+    def expiring(
+        self, now: datetime, horizon: datetime, expired_since: datetime
+    ) -> list[tuple[str, str, str, str | None, str, datetime]]:
+        """Valid certificates ending before ``horizon`` (and not before ``expired_since``) whose
+        device holds no later certificate: (serial, CA, profile, device, subject, not_after)."""
+        c = s.certificates.c
+        newer = s.certificates.alias("newer")
+        superseded = (
+            select(literal(1))
+            .where(
+                newer.c.device_id == c.device_id,
+                newer.c.status == _VALID,
+                newer.c.not_after > c.not_after,
+            )
+            .exists()
+        )
+        stmt = select(c.serial, c.ca_name, c.profile, c.device_id, c.subject, c.not_after).where(
+            c.status == _VALID,
+            c.not_after < horizon,
+            c.not_after >= expired_since,
+            c.profile != "sub-ca",
+            or_(c.device_id.is_(None), ~superseded),
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(stmt)]
+
+    def older_than(
+        self, profile: str, issued_before: datetime, now: datetime, limit: int = 10_000
+    ) -> list[tuple[str, str, str | None, datetime]]:
+        """Valid, unexpired certificates of a profile older than a time."""
+        c = s.certificates.c
+        stmt = (
+            select(c.serial, c.ca_name, c.device_id, c.not_before)
+            .where(
+                c.profile == profile,
+                c.status == _VALID,
+                c.not_before < issued_before,
+                c.not_after >= now,
+            )
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2], r[3]) for r in conn.execute(stmt)]
+
+    # -- key quality --------------------------------------------------------------------------
+
+    def unchecked_keys(self, after_id: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """Certificates after ``after_id`` whose key has no recorded check: (id, key, DER)."""
+        c = s.certificates.c
+        k = s.key_checks.c
+        stmt = (
+            select(c.id, c.key_fingerprint, c.der)
+            .outerjoin(s.key_checks, k.fingerprint == c.key_fingerprint)
+            .where(c.id > after_id, k.fingerprint.is_(None))
+            .order_by(c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2]) for r in conn.execute(stmt)]
+
+    def max_certificate_id(self) -> int:
+        """The highest certificate id (0 when empty)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(s.certificates.c.id))).scalar() or 0)
+
+    def record_key_checks(self, results: dict[str, tuple[str, str]], now: datetime) -> None:
+        """Store key-quality results: fingerprint -> (result, detail)."""
+        if not results:
+            return
+        rows = [
+            {"fingerprint": fp, "result": res, "detail": detail, "checked_at": now}
+            for fp, (res, detail) in results.items()
+        ]
+        with self._write() as conn:
+            existing: set[str] = set()
+            keys = list(results)
+            for i in range(0, len(keys), _CHUNK):
+                existing.update(
+                    r[0]
+                    for r in conn.execute(
+                        select(s.key_checks.c.fingerprint).where(
+                            s.key_checks.c.fingerprint.in_(keys[i : i + _CHUNK])
+                        )
+                    )
+                )
+            fresh = [r for r in rows if r["fingerprint"] not in existing]
+            if fresh:
+                conn.execute(insert(s.key_checks), fresh)
+
+    def weak_keys(self) -> list[tuple[str, str, list[tuple[str, str, str | None]]]]:
+        """Weak keys still certified: (fingerprint, detail, [(serial, CA, device)])."""
+        c = s.certificates.c
+        k = s.key_checks.c
+        result: dict[str, tuple[str, list[tuple[str, str, str | None]]]] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(k.fingerprint, k.detail, c.serial, c.ca_name, c.device_id)
+                .join(s.certificates, c.key_fingerprint == k.fingerprint)
+                .where(k.result == "weak")
+                .limit(10_000)
+            )
+            for r in rows:
+                entry = result.setdefault(r[0], (r[1], []))
+                entry[1].append((r[2], r[3], r[4]))
+        return [(fp, detail, holders) for fp, (detail, holders) in result.items()]
+
+    def shared_keys(self) -> list[tuple[str, list[tuple[str, str, str | None]]]]:
+        """Public keys certified for more than one identity: (fingerprint, holders)."""
+        c = s.certificates.c
+        identity = func.coalesce(c.device_id, c.subject)
+        with self.engine.connect() as conn:
+            keys = [
+                r[0]
+                for r in conn.execute(
+                    select(c.key_fingerprint)
+                    .group_by(c.key_fingerprint)
+                    .having(func.count(identity.distinct()) > 1)
+                    .limit(10_000)
+                )
+            ]
+            result = []
+            for fp in keys:
+                holders = conn.execute(
+                    select(c.serial, c.ca_name, c.device_id)
+                    .where(c.key_fingerprint == fp)
+                    .limit(20)
+                )
+                result.append((fp, [(r[0], r[1], r[2]) for r in holders]))
+        return result
+
+    # -- alert deliveries -------------------------------------------------------------------
+
+    def add_deliveries(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Queue alert deliveries (finding_id, target, event, payload, created_at)."""
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.execute(
+                insert(s.alert_deliveries),
+                [
+                    {
+                        **r,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": r["created_at"],
+                    }
+                    for r in rows
+                ],
+            )
+
+    def due_deliveries(self, now: datetime, limit: int = 100) -> list[Delivery]:
+        """Pending deliveries whose next attempt is due."""
+        d = s.alert_deliveries.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(s.alert_deliveries)
+                .where(d.status == "pending", d.next_attempt_at <= now)
+                .order_by(d.id)
+                .limit(limit)
+            )
+            return [_delivery(r) for r in rows]
+
+    def update_delivery(self, delivery_id: int, **values: Any) -> None:
+        """Record an attempt's outcome."""
+        with self._write() as conn:
+            conn.execute(
+                update(s.alert_deliveries)
+                .where(s.alert_deliveries.c.id == delivery_id)
+                .values(**values)
+            )
+
+    def list_deliveries(self, limit: int = 100) -> list[Delivery]:
+        """The latest deliveries."""
+        d = s.alert_deliveries.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(s.alert_deliveries).order_by(d.id.desc()).limit(limit))
+            return [_delivery(r) for r in rows]
+
+    # -- dashboard users ----------------------------------------------------------------------
+
+    def put_user(self, username: str, role: str, password_hash: str, now: datetime) -> None:
+        """Create or replace a dashboard user."""
+        u = s.users.c
+        with self._write() as conn:
+            conn.execute(delete(s.users).where(u.username == username))
+            conn.execute(
+                insert(s.users).values(
+                    username=username,
+                    role=role,
+                    password_hash=password_hash,
+                    created_at=now,
+                    disabled=False,
+                )
+            )
+
+    def get_user(self, username: str) -> tuple[str, str, bool] | None:
+        """A user's (role, password hash, disabled)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(s.users).where(s.users.c.username == username)).first()
+        return None if row is None else (row.role, row.password_hash, bool(row.disabled))
+
+
+def _finding_after(row: Row[Any], values: dict[str, Any]) -> FindingRecord:
+    base = _finding(row)
+    merged = {
+        "id": base.id,
+        "check": base.check,
+        "key": base.key,
+        "severity": values.get("severity", base.severity),
+        "status": values.get("status", base.status),
+        "summary": values.get("summary", base.summary),
+        "ca_name": values.get("ca_name", base.ca_name),
+        "serial": values.get("serial", base.serial),
+        "device_id": values.get("device_id", base.device_id),
+        "evidence": json.loads(values["evidence"]) if "evidence" in values else base.evidence,
+        "state": values.get("state", base.state),
+        "alerted_state": base.alerted_state,
+        "first_seen": base.first_seen,
+        "last_seen": values.get("last_seen", base.last_seen),
+        "resolved_at": values.get("resolved_at", base.resolved_at),
+    }
+    return FindingRecord(**merged)
