@@ -312,9 +312,18 @@ def _database(kind: str, workdir: Path) -> Iterator[str | None]:
         admin.dispose()
 
 
+class _Table(list[tuple[str, str, str]]):
+    """Figures printed as they are measured: (what, value, target or baseline)."""
+
+    def append(self, row: tuple[str, str, str]) -> None:
+        super().append(row)
+        print(f"{row[0]:<46}  {row[1]:>16}  {row[2]}", flush=True)
+
+
 def run(kind: str, count: int, batches: int, clients: int) -> list[tuple[str, str, str]]:
     """Every figure for one database: (what, value, target or baseline)."""
-    out: list[tuple[str, str, str]] = []
+    print(f"\n== {kind}: {count:,} certificates", flush=True)
+    out = _Table()
     with tempfile.TemporaryDirectory() as tmp, _database(kind, Path(tmp)) as url:
         settings = Settings(
             home=Path(tmp) / "home",
@@ -373,7 +382,7 @@ def run(kind: str, count: int, batches: int, clients: int) -> list[tuple[str, st
 
 
 def main() -> None:
-    """Parse arguments, run each database, print the table."""
+    """Parse arguments, run each database; the table is printed as it is measured."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--databases", default="sqlite,postgresql")
@@ -381,11 +390,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
     for kind in args.databases.split(","):
-        figures = run(kind, args.count, args.batches, args.clients)
-        print(f"\n== {kind}: {args.count:,} certificates")
-        width = max(len(f[0]) for f in figures)
-        for what, value, note in figures:
-            print(f"{what:<{width}}  {value:>16}  {note}", flush=True)
+        run(kind, args.count, args.batches, args.clients)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,11 @@ def test_operator_walks_the_dashboard(
         assert "cert_expiring" in browser.page_source
         _shot(browser, "findings")
 
+        browser.get(f"{server.url}/ui/report")
+        assert browser.find_element(By.TAG_NAME, "h1").text == "iotpki compliance report"
+        assert len(browser.find_elements(By.CSS_SELECTOR, "svg")) >= 3
+        _shot(browser, "report")
+
     revoked = inst.authority.search(CertificateQuery(status=CertStatus.REVOKED))
     assert [r.serial[:20] for r in revoked] == [serial]
 

@@ -16,15 +16,14 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Select,
     case,
     delete,
     func,
     insert,
-    literal,
     or_,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import Row
@@ -142,8 +141,9 @@ class SqlMonitoringStore:
             earlier: dict[tuple[str, str], Row[Any]] = {}
             for i in range(0, len(missing), _CHUNK):
                 chunk = missing[i : i + _CHUNK]
-                for r in conn.execute(select(s.findings).where(tuple_(f.check, f.key).in_(chunk))):
-                    earlier[(r.check, r.key)] = r
+                for r in conn.execute(_findings_among(chunk)):
+                    if (r.check, r.key) in by_key:
+                        earlier[(r.check, r.key)] = r
             inserts: list[dict[str, Any]] = []
             refreshed: list[int] = []
             for key, obs in by_key.items():
@@ -177,11 +177,12 @@ class SqlMonitoringStore:
                     .values(last_seen=now)
                 )
             for i in range(0, len(inserts), _CHUNK):
-                conn.execute(insert(s.findings), inserts[i : i + _CHUNK])
-            for i in range(0, len(inserts), _CHUNK):
-                keys = [(r["check"], r["key"]) for r in inserts[i : i + _CHUNK]]
-                for r in conn.execute(select(s.findings).where(tuple_(f.check, f.key).in_(keys))):
-                    changes.append(FindingChange("opened", _finding(r)))
+                # RETURNING rather than reading the rows back: within this transaction the
+                # planner has no statistics for the new rows and would scan per chunk.
+                added = conn.execute(
+                    insert(s.findings).returning(*s.findings.c), inserts[i : i + _CHUNK]
+                )
+                changes.extend(FindingChange("opened", _finding(r)) for r in added)
             gone = [r for k, r in open_rows.items() if k not in by_key]
             for i in range(0, len(gone), _CHUNK):
                 conn.execute(
@@ -473,25 +474,31 @@ class SqlMonitoringStore:
         """Valid certificates ending before ``horizon`` (and not before ``expired_since``) whose
         device holds no later certificate: (serial, CA, profile, device, subject, not_after)."""
         c = s.certificates.c
-        newer = s.certificates.alias("newer")
-        superseded = (
-            select(literal(1))
-            .where(
-                newer.c.device_id == c.device_id,
-                newer.c.status == _VALID,
-                newer.c.not_after > c.not_after,
-            )
-            .exists()
-        )
         stmt = select(c.serial, c.ca_name, c.profile, c.device_id, c.subject, c.not_after).where(
             c.status == _VALID,
             c.not_after < horizon,
             c.not_after >= expired_since,
             c.profile != "sub-ca",
-            or_(c.device_id.is_(None), ~superseded),
         )
+        # Which of those devices hold a later valid certificate: asked by device ID in chunks
+        # (the device index), not as a correlated subquery, which SQLite plans by expiry and
+        # so turns quadratic on a large fleet.
         with self.engine.connect() as conn:
-            return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(stmt)]
+            rows = [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(stmt)]
+            devices = sorted({r[3] for r in rows if r[3] is not None})
+            latest: dict[str, datetime] = {}
+            for i in range(0, len(devices), _CHUNK):
+                # Only the device index may serve this (status is filtered here): with a
+                # status condition SQLite prefers the status index and scans the fleet.
+                chunk = conn.execute(
+                    select(c.device_id, c.status, c.not_after).where(
+                        c.device_id.in_(devices[i : i + _CHUNK])
+                    )
+                )
+                for device, status, not_after in chunk:
+                    if status == _VALID and (device not in latest or not_after > latest[device]):
+                        latest[device] = not_after
+        return [r for r in rows if r[3] is None or latest.get(r[3], r[5]) <= r[5]]
 
     def older_than(
         self, profile: str, issued_before: datetime, now: datetime, limit: int = 10_000
@@ -667,6 +674,18 @@ class SqlMonitoringStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(s.users).where(s.users.c.username == username)).first()
         return None if row is None else (row.role, row.password_hash, bool(row.disabled))
+
+
+def _findings_among(keys: Sequence[tuple[str, str]]) -> Select[Any]:
+    """Findings whose (check, key) may be among ``keys`` (the caller keeps the exact pairs).
+
+    Two IN lists rather than a row-value IN: PostgreSQL cannot use the (check, key) index for
+    the latter and scans the table once per chunk.
+    """
+    f = s.findings.c
+    return select(s.findings).where(
+        f.check.in_(sorted({c for c, _ in keys})), f.key.in_(sorted({k for _, k in keys}))
+    )
 
 
 def _finding_after(row: Row[Any], values: dict[str, Any]) -> FindingRecord:
