@@ -27,8 +27,10 @@ from cryptography import x509
 
 __all__ = [
     "Manufactured",
+    "ResourceManager",
     "SoftwareTpm",
     "manufacture",
+    "start_abrmd",
     "start_swtpm",
     "swtpm_available",
     "tpm2_pkcs11_token",
@@ -257,3 +259,94 @@ def tpm2_pkcs11_token(
     )
     pkcs11.lib(module).reinitialize()
     return module, label, TPM2_PKCS11_PIN
+
+
+@dataclass
+class ResourceManager:
+    """A tpm2-abrmd in front of one swtpm, on a private D-Bus session bus."""
+
+    dbus: subprocess.Popen[bytes]
+    abrmd: subprocess.Popen[bytes]
+    bus_address: str
+    bus_name: str
+
+    @property
+    def tcti(self) -> str:
+        """The tpm2-tss TCTI string for clients of this resource manager."""
+        return f"tabrmd:bus_name={self.bus_name},bus_type=session"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment a client process needs to reach the resource manager."""
+        return {"DBUS_SESSION_BUS_ADDRESS": self.bus_address}
+
+    def stop(self) -> None:
+        """Terminate tpm2-abrmd, then the bus (each by its pid)."""
+        for process in (self.abrmd, self.dbus):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def start_abrmd(tpm: SoftwareTpm) -> ResourceManager:
+    """Start tpm2-abrmd on ``tpm`` (which then has no other client); call ``stop`` afterwards.
+
+    Without a resource manager a TPM holds three loaded objects; OpenSSL's tpm2 provider needs
+    more in one TLS handshake (see docs/tpm.md). The kernel's /dev/tpmrm0 plays this part on a
+    device.
+    """
+    if not (shutil.which("tpm2-abrmd") and shutil.which("dbus-daemon")):
+        pytest.skip("tpm2-abrmd / dbus-daemon are not installed")
+    if not glob.glob("/usr/lib/*/libtss2-tcti-tabrmd.so*"):
+        pytest.skip("the tabrmd TCTI (libtss2-tcti-tabrmd0) is not installed")
+    dbus = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert dbus.stdout is not None
+    address = dbus.stdout.readline().decode().strip()
+    bus_name = f"com.intel.tss2.Tabrmd.iotpki{tpm.port}"
+    abrmd = subprocess.Popen(
+        [
+            "tpm2-abrmd",
+            "--session",
+            "--allow-root",
+            f"--dbus-name={bus_name}",
+            f"--tcti={tpm.tcti}",
+        ],
+        env={**os.environ, "DBUS_SESSION_BUS_ADDRESS": address},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    manager = ResourceManager(dbus, abrmd, address, bus_name)
+    deadline = time.monotonic() + 10  # readiness poll of a child process, not a timed assertion
+    while True:
+        if abrmd.poll() is not None:
+            manager.stop()
+            raise RuntimeError(
+                f"tpm2-abrmd exited: {abrmd.stderr.read().decode() if abrmd.stderr else ''}"
+            )
+        names = subprocess.run(
+            [
+                "dbus-send",
+                f"--bus={address}",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.ListNames",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if bus_name in names.stdout:
+            return manager
+        if time.monotonic() > deadline:
+            manager.stop()
+            raise RuntimeError("tpm2-abrmd did not come up on its bus")
+        time.sleep(0.05)

@@ -14,12 +14,16 @@ identities, trust anchors and revocation checking.
   ``ssl`` module exposes no stapled response, so it is fetched), and the device ID of the peer.
 
 Keys: the ``ssl`` module loads PEM key files only (the agent's ``key.pem``, or a file backend's
-key with its passphrase). A key inside a PKCS#11 token cannot sign a handshake through it.
+key with its passphrase). A key inside a PKCS#11 token cannot sign a handshake through it. A TPM
+key can, as a ``TSS2 PRIVATE KEY`` PEM, once OpenSSL's tpm2 provider is active in the process:
+:func:`tpm_openssl_config` (for ``OPENSSL_CONF``) or :func:`use_tpm_provider` (docs/tpm.md).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import ssl
 import tempfile
 import threading
@@ -38,12 +42,15 @@ from iotpki.revocation_check import CrlCache, RevocationChecker, file_stamp, iss
 
 __all__ = [
     "DEVICE_URI_PREFIX",
+    "TPM_PROPERTIES",
     "Channel",
     "Identity",
     "client_context",
     "device_id_of",
     "peer_certificate",
     "server_context",
+    "tpm_openssl_config",
+    "use_tpm_provider",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,80 @@ DEVICE_URI_PREFIX = DEFAULT_PROFILES["device"].uri_prefix
 """The URI SAN prefix before a device ID (``urn:dev:ops:iotpki-<device-id>``)."""
 
 Side = ssl.Purpose
+
+TPM_PROPERTIES = "?tpm2.signature"
+"""OpenSSL default properties with the tpm2 provider: prefer its signatures, nothing else.
+
+tpm2-openssl before 1.2.0 (Debian 12 ships 1.1.1) exports a TPM key's public half when OpenSSL
+asks for the key pair, so with no preference OpenSSL signs with the default provider's ECDSA
+over a key without its private half ('missing private key', then 'EVP lib' in the handshake).
+Preferring the provider's signatures also sends peer verification to the TPM, which needs more
+than a TPM's three object slots in one handshake: the TCTI must be a resource manager
+(``device:/dev/tpmrm0``, or tpm2-abrmd). Never ``?provider=tpm2``: it sends every hash there."""
+
+
+def tpm_openssl_config() -> str:
+    """An OpenSSL configuration (``OPENSSL_CONF``) that activates the default and tpm2 providers.
+
+    OpenSSL reads it once, when the process first initialises OpenSSL: set ``OPENSSL_CONF``
+    (and ``TPM2OPENSSL_TCTI``) before the process starts.
+    """
+    return (
+        "openssl_conf = openssl_init\n\n"
+        "[openssl_init]\nproviders = provider_sect\nalg_section = evp_properties\n\n"
+        "[provider_sect]\ndefault = default_sect\ntpm2 = tpm2_sect\n\n"
+        "[default_sect]\nactivate = 1\n\n[tpm2_sect]\nactivate = 1\n\n"
+        f"[evp_properties]\ndefault_properties = {TPM_PROPERTIES}\n"
+    )
+
+
+_tpm_provider_tcti: str | None = None
+
+
+def _openssl_errors(libcrypto: ctypes.CDLL) -> str:
+    """Drain OpenSSL's error queue into one line."""
+    messages = []
+    buffer = ctypes.create_string_buffer(256)
+    while code := libcrypto.ERR_get_error():
+        libcrypto.ERR_error_string_n(code, buffer, len(buffer))
+        messages.append(buffer.value.decode(errors="replace"))
+    return "; ".join(messages) or "no OpenSSL error"
+
+
+def use_tpm_provider(tcti: str) -> None:
+    """Activate OpenSSL's tpm2 provider in this process, as :func:`tpm_openssl_config` would.
+
+    For contexts made afterwards, :class:`Identity` may then name a ``TSS2 PRIVATE KEY`` PEM
+    (``TpmBackend.tss2_pem``). ``tcti`` must reach a resource manager (see TPM_PROPERTIES).
+    Idempotent for one TCTI; the provider keeps its TPM connection for the life of the process.
+    """
+    global _tpm_provider_tcti
+    if _tpm_provider_tcti is not None:
+        if _tpm_provider_tcti != tcti:
+            raise ConfigError(
+                f"the tpm2 provider is active with {_tpm_provider_tcti!r}, not {tcti!r}"
+            )
+        return
+    libcrypto = ctypes.CDLL("libcrypto.so.3")  # the one the ssl module is linked to
+    libcrypto.OpenSSL_version_num.restype = ctypes.c_ulong
+    libcrypto.ERR_get_error.restype = ctypes.c_ulong
+    libcrypto.ERR_error_string_n.argtypes = [ctypes.c_ulong, ctypes.c_char_p, ctypes.c_size_t]
+    libcrypto.OSSL_PROVIDER_load.restype = ctypes.c_void_p
+    libcrypto.OSSL_PROVIDER_load.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    libcrypto.EVP_set_default_properties.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    if libcrypto.OpenSSL_version_num() != ssl.OPENSSL_VERSION_NUMBER:
+        raise ConfigError("the ssl module is not linked to the system's libcrypto.so.3")
+    os.environ["TPM2OPENSSL_TCTI"] = tcti  # the provider reads it when it starts
+    # Loading a provider explicitly turns off the implicit default provider: load both.
+    for name in (b"default", b"tpm2"):
+        if not libcrypto.OSSL_PROVIDER_load(None, name):
+            raise ConfigError(
+                f"cannot load the OpenSSL {name.decode()} provider ({tcti}): "
+                + _openssl_errors(libcrypto)
+            )
+    if libcrypto.EVP_set_default_properties(None, TPM_PROPERTIES.encode()) != 1:
+        raise ConfigError(f"cannot set OpenSSL properties: {_openssl_errors(libcrypto)}")
+    _tpm_provider_tcti = tcti
 
 
 @dataclass(frozen=True, slots=True)
