@@ -89,6 +89,8 @@ class AcmeSettings(BaseModel):
     validation_timeout: float = Field(default=10.0, gt=0, le=120)
     validation_retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     validation_deadline: float = Field(default=60.0, gt=0, le=3600)
+    # how long a challenge response waits for its validation before answering "processing"
+    validation_wait: float = Field(default=1.0, ge=0, le=10)
     ari_retry_after: int = Field(default=21600, ge=60)
 
 

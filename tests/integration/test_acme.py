@@ -494,7 +494,11 @@ def test_rate_limit_per_identifier(http: TestClient, ctx: AcmeContext) -> None:
 
 
 def test_renewal_override_and_alternate_chain(
-    http: TestClient, ctx: AcmeContext, responder: Http01Responder, acme_inst: Installation
+    http: TestClient,
+    ctx: AcmeContext,
+    responder: Http01Responder,
+    acme_inst: Installation,
+    clock: ManualClock,
 ) -> None:
     client = registered(http, ctx)
     order = order_and_validate(client, ctx, responder, ["ari.example.test"])
@@ -558,8 +562,56 @@ def test_renewal_override_and_alternate_chain(
                 created_at=ctx.now(),
             )
         )
+    clock.advance(timedelta(seconds=11))  # chains are kept for a few seconds
     default = client.post(response.json()["certificate"], None)
     assert 'rel="alternate"' in default.headers["link"]
     alternate_url = response.json()["certificate"] + "/1"
     alternate = x509.load_pem_x509_certificates(client.post(alternate_url, None).content)
     assert alternate[1] == cross
+
+
+def test_complete_order_on_each_database(
+    tmp_path: Path, database_url: str, clock: ManualClock, responder: Http01Responder
+) -> None:
+    """The whole flow on SQLite (in the serving thread) and PostgreSQL (worker threads), with
+    the background queue: an answer validated at once comes back ``valid``, no polling."""
+    inst = make_installation(
+        tmp_path / "home",
+        database_url,
+        clock=clock,
+        acme={"http01_port": responder.port, "resolve_override": ["*.test=127.0.0.1"]},
+    )
+    try:
+        store = SqlAcmeStore(inst.store)
+        assert store.offload is (not database_url.startswith("sqlite"))
+        ctx = build_context(inst.authority, store, inst.settings)
+        with TestClient(Starlette(routes=acme_routes(ctx)), base_url="https://acme.test") as http:
+            client = registered(http, ctx)
+            names = ["db.example.test"]
+            created = client.post(
+                f"{ACME}/new-order", {"identifiers": [{"type": "dns", "value": names[0]}]}
+            )
+            assert created.status_code == 201, created.text
+            order_url = created.headers["location"]
+            authz_url = created.json()["authorizations"][0]
+            authz = client.post(authz_url, None).json()
+            challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+            responder.tokens[challenge["token"]] = client.key_authorization(challenge["token"])
+            answered = client.post(challenge["url"], {})
+            assert answered.json()["status"] == "valid", answered.text
+            assert client.post(authz_url, None).json()["status"] == "valid"
+            order = client.post(order_url, None).json()
+            assert order["status"] == "ready"
+            response, _ = finalize(client, order, names)
+            assert response.json()["status"] == "valid", response.text
+            problem(
+                client.post(order["finalize"], {"csr": b64(csr_der(names)[0])}), "orderNotReady"
+            )
+            pem_chain = client.post(response.json()["certificate"], None).content
+            leaf = x509.load_pem_x509_certificates(pem_chain)[0]
+            assert inst.authority.get(format(leaf.serial_number, "x")).profile == "server"
+        actions = [e.action for e in inst.store.audit_events()]
+        assert "acme.authorization.valid" in actions and "acme.order.valid" in actions
+        assert "acme.challenge.processing" not in actions  # decided within the request
+    finally:
+        inst.close()

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from iotpki.core.models import AuditEvent, CertificateRecord, KeyAttestation
+from iotpki.core.ports import StoreTransaction
 
 __all__ = [
     "AcmeAccount",
@@ -141,6 +142,10 @@ class AcmeTransaction(Protocol):
 
     def get_certificate(self, ca_name: str | None, serial: str) -> CertificateRecord | None:
         """An issued certificate, to check ownership on revocation and renewal information."""
+        ...
+
+    def certificate_der(self, ca_name: str, serial: str) -> bytes | None:
+        """The DER of an issued certificate (the leaf of a download)."""
         ...
 
     def add_eab(self, credential: EabCredential) -> None:
@@ -288,8 +293,18 @@ class AcmeTransaction(Protocol):
 
 
 class AcmeStore(Protocol):
-    """Durable ACME state."""
+    """Durable ACME state.
+
+    ``offload`` says whether transactions wait on a database server, so that the adapter runs
+    them in worker threads; an embedded database's short transactions run in the caller.
+    """
+
+    offload: bool
 
     def transaction(self, *, readonly: bool = False) -> AbstractContextManager[AcmeTransaction]:
         """A unit of work committed on normal exit and rolled back on an exception."""
+        ...
+
+    def joined(self, tx: StoreTransaction) -> AcmeTransaction:
+        """The ACME view of a store transaction in progress, to commit a change with it."""
         ...

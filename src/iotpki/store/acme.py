@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from iotpki.core.acme_ports import (
     AcmeAccount,
@@ -20,10 +23,136 @@ from iotpki.core.acme_ports import (
     Identifier,
     RenewalOverride,
 )
+from iotpki.core.ports import StoreTransaction
+from iotpki.errors import BackendError, Conflict
 from iotpki.store import schema as s
-from iotpki.store.sql import SqlStore, SqlTransaction
+from iotpki.store.sql import SqlStore, SqlTransaction, _Raw
 
 __all__ = ["SqlAcmeStore", "SqlAcmeTransaction"]
+
+# The statements every ACME request runs, on the DBAPI cursor (see ``_Raw``): with SQLAlchemy's
+# per-statement cost they would outweigh everything else the request does.
+_ACCOUNT_COLUMNS = (
+    "account_id, thumbprint, jwk, status, contacts, terms_agreed, eab_key_id, tenant, profile, "
+    "device_profile, device_patterns, created_at"
+)
+_ORDER_COLUMNS = (
+    "order_id, account_id, status, identifiers, profile, expires, created_at, "
+    "certificate_serial, certificate_ca, error, replaces"
+)
+_AUTHZ_COLUMNS = (
+    "authz_id, order_id, account_id, identifier_type, identifier_value, status, expires"
+)
+_CHALLENGE_COLUMNS = "challenge_id, authz_id, type, token, status, validated_at, error, attempts"
+_RAW_ACCOUNT = _Raw(f"SELECT {_ACCOUNT_COLUMNS} FROM acme_accounts WHERE account_id = :id")
+_RAW_ORDER = _Raw(f"SELECT {_ORDER_COLUMNS} FROM acme_orders WHERE order_id = :id")
+_RAW_ORDER_AUTHZ = _Raw(
+    f"SELECT {_AUTHZ_COLUMNS} FROM acme_authorizations WHERE order_id = :id "
+    "ORDER BY identifier_value"
+)
+_RAW_AUTHZ = _Raw(f"SELECT {_AUTHZ_COLUMNS} FROM acme_authorizations WHERE authz_id = :id")
+_RAW_AUTHZ_CHALLENGES = _Raw(
+    f"SELECT {_CHALLENGE_COLUMNS} FROM acme_challenges WHERE authz_id = :id ORDER BY type"
+)
+_RAW_CHALLENGE = _Raw(f"SELECT {_CHALLENGE_COLUMNS} FROM acme_challenges WHERE challenge_id = :id")
+_RAW_CERTIFICATE_DER = _Raw("SELECT der FROM certificates WHERE ca_name = :ca AND serial = :serial")
+_RAW_INSERT_ORDER = _Raw(
+    f"INSERT INTO acme_orders ({_ORDER_COLUMNS}) VALUES (:order_id, :account_id, :status, "
+    ":identifiers, :profile, :expires, :created_at, NULL, NULL, :error, :replaces)"
+)
+_RAW_INSERT_AUTHZ = _Raw(
+    f"INSERT INTO acme_authorizations ({_AUTHZ_COLUMNS}) VALUES (:authz_id, :order_id, "
+    ":account_id, :identifier_type, :identifier_value, :status, :expires)"
+)
+_RAW_INSERT_CHALLENGE = _Raw(
+    "INSERT INTO acme_challenges (challenge_id, authz_id, type, token, status, attempts) "
+    "VALUES (:challenge_id, :authz_id, :type, :token, :status, 0)"
+)
+_RAW_MOVE_AUTHZ = _Raw(
+    "UPDATE acme_authorizations SET status = :status WHERE authz_id = :id AND status = :expect"
+)
+
+
+def _utc(value: object) -> datetime | None:
+    """A timestamp read on the DBAPI cursor (text on SQLite, naive UTC on PostgreSQL)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC)
+
+
+def _raw_account(r: Any) -> AcmeAccount:
+    return AcmeAccount(
+        account_id=r[0],
+        thumbprint=r[1],
+        jwk=r[2],
+        status=r[3],
+        contacts=tuple(json.loads(r[4])),
+        terms_agreed=bool(r[5]),
+        eab_key_id=r[6],
+        tenant=r[7],
+        profile=r[8],
+        device_profile=r[9],
+        device_patterns=tuple(json.loads(r[10])),
+        created_at=_utc(r[11]),  # type: ignore[arg-type]
+    )
+
+
+def _raw_order(r: Any) -> AcmeOrder:
+    return AcmeOrder(
+        order_id=r[0],
+        account_id=r[1],
+        status=r[2],
+        identifiers=tuple((t, v) for t, v in json.loads(r[3])),
+        profile=r[4],
+        expires=_utc(r[5]),  # type: ignore[arg-type]
+        created_at=_utc(r[6]),  # type: ignore[arg-type]
+        certificate_serial=r[7],
+        certificate_ca=r[8],
+        error=json.loads(r[9]) if r[9] else None,
+        replaces=r[10],
+    )
+
+
+def _raw_authorization(r: Any) -> AcmeAuthorization:
+    return AcmeAuthorization(
+        authz_id=r[0],
+        order_id=r[1],
+        account_id=r[2],
+        identifier=(r[3], r[4]),
+        status=r[5],
+        expires=_utc(r[6]),  # type: ignore[arg-type]
+    )
+
+
+def _raw_challenge(r: Any) -> AcmeChallenge:
+    return AcmeChallenge(
+        challenge_id=r[0],
+        authz_id=r[1],
+        type=r[2],
+        token=r[3],
+        status=r[4],
+        validated_at=_utc(r[5]),
+        error=json.loads(r[6]) if r[6] else None,
+        attempts=r[7],
+    )
+
+
+_UPDATES: dict[tuple[str, tuple[str, ...], bool], _Raw] = {}
+
+
+def _update(table: str, key: str, columns: tuple[str, ...], expect: bool) -> _Raw:
+    """``UPDATE table SET columns WHERE key = :key [AND status = :expect]``, built once."""
+    statement = _UPDATES.get((table, columns, expect))
+    if statement is None:
+        sets = ", ".join(f"{c} = :{c}" for c in columns)
+        where = f"{key} = :key" + (" AND status = :expect" if expect else "")
+        statement = _UPDATES[table, columns, expect] = _Raw(
+            f"UPDATE {table} SET {sets} WHERE {where}"
+        )
+    return statement
 
 
 def _dump(value: object) -> str:
@@ -198,10 +327,8 @@ class SqlAcmeTransaction(SqlTransaction):
 
     def get_account(self, account_id: str) -> AcmeAccount | None:
         """An account by id."""
-        row = self._conn.execute(
-            select(s.acme_accounts).where(s.acme_accounts.c.account_id == account_id)
-        ).first()
-        return None if row is None else _account(row)
+        row = self._raw(_RAW_ACCOUNT, {"id": account_id}).fetchone()
+        return None if row is None else _raw_account(row)
 
     def account_by_thumbprint(self, thumbprint: str) -> AcmeAccount | None:
         """The account registered with this key."""
@@ -241,57 +368,49 @@ class SqlAcmeTransaction(SqlTransaction):
         challenges: list[AcmeChallenge],
     ) -> None:
         """Insert an order with its authorizations and challenges."""
-        self._conn.execute(
-            insert(s.acme_orders).values(
-                order_id=order.order_id,
-                account_id=order.account_id,
-                status=order.status,
-                identifiers=_dump([list(i) for i in order.identifiers]),
-                profile=order.profile,
-                expires=order.expires,
-                created_at=order.created_at,
-                error=_dump(order.error) if order.error else None,
-                replaces=order.replaces,
-            )
+        self._raw(
+            _RAW_INSERT_ORDER,
+            {
+                "order_id": order.order_id,
+                "account_id": order.account_id,
+                "status": order.status,
+                "identifiers": _dump([list(i) for i in order.identifiers]),
+                "profile": order.profile,
+                "expires": self._time(order.expires),
+                "created_at": self._time(order.created_at),
+                "error": _dump(order.error) if order.error else None,
+                "replaces": order.replaces,
+            },
         )
-        if authorizations:
-            self._conn.execute(
-                insert(s.acme_authorizations),
-                [
-                    {
-                        "authz_id": a.authz_id,
-                        "order_id": a.order_id,
-                        "account_id": a.account_id,
-                        "identifier_type": a.identifier[0],
-                        "identifier_value": a.identifier[1],
-                        "status": a.status,
-                        "expires": a.expires,
-                    }
-                    for a in authorizations
-                ],
+        for a in authorizations:
+            self._raw(
+                _RAW_INSERT_AUTHZ,
+                {
+                    "authz_id": a.authz_id,
+                    "order_id": a.order_id,
+                    "account_id": a.account_id,
+                    "identifier_type": a.identifier[0],
+                    "identifier_value": a.identifier[1],
+                    "status": a.status,
+                    "expires": self._time(a.expires),
+                },
             )
-        if challenges:
-            self._conn.execute(
-                insert(s.acme_challenges),
-                [
-                    {
-                        "challenge_id": c.challenge_id,
-                        "authz_id": c.authz_id,
-                        "type": c.type,
-                        "token": c.token,
-                        "status": c.status,
-                        "attempts": 0,
-                    }
-                    for c in challenges
-                ],
+        for c in challenges:
+            self._raw(
+                _RAW_INSERT_CHALLENGE,
+                {
+                    "challenge_id": c.challenge_id,
+                    "authz_id": c.authz_id,
+                    "type": c.type,
+                    "token": c.token,
+                    "status": c.status,
+                },
             )
 
     def get_order(self, order_id: str) -> AcmeOrder | None:
         """An order by id."""
-        row = self._conn.execute(
-            select(s.acme_orders).where(s.acme_orders.c.order_id == order_id)
-        ).first()
-        return None if row is None else _order(row)
+        row = self._raw(_RAW_ORDER, {"id": order_id}).fetchone()
+        return None if row is None else _raw_order(row)
 
     def account_orders(self, account_id: str, limit: int) -> list[str]:
         """Ids of an account's orders, newest first."""
@@ -329,32 +448,33 @@ class SqlAcmeTransaction(SqlTransaction):
         certificate_ca: str | None = None,
     ) -> bool:
         """Move an order to ``status``, optionally only from ``expect``."""
-        stmt = update(s.acme_orders).where(s.acme_orders.c.order_id == order_id)
-        if expect is not None:
-            stmt = stmt.where(s.acme_orders.c.status == expect)
         values: dict[str, object] = {"status": status}
         if error is not None:
             values["error"] = _dump(error)
         if certificate_serial is not None:
             values["certificate_serial"] = certificate_serial
             values["certificate_ca"] = certificate_ca
-        return self._conn.execute(stmt.values(values)).rowcount == 1
+        return self._move("acme_orders", "order_id", order_id, values, expect)
+
+    def _move(
+        self, table: str, key: str, key_value: str, values: dict[str, object], expect: str | None
+    ) -> bool:
+        """A conditional update of one row by primary key; True when it changed the row."""
+        statement = _update(table, key, tuple(values), expect is not None)
+        params = {**values, "key": key_value}
+        if expect is not None:
+            params["expect"] = expect
+        return int(self._raw(statement, params).rowcount) == 1
 
     def order_authorizations(self, order_id: str) -> list[AcmeAuthorization]:
         """The authorizations of an order, in identifier order."""
-        rows = self._conn.execute(
-            select(s.acme_authorizations)
-            .where(s.acme_authorizations.c.order_id == order_id)
-            .order_by(s.acme_authorizations.c.identifier_value)
-        )
-        return [_authorization(row) for row in rows]
+        rows = self._raw(_RAW_ORDER_AUTHZ, {"id": order_id}).fetchall()
+        return [_raw_authorization(row) for row in rows]
 
     def get_authorization(self, authz_id: str) -> AcmeAuthorization | None:
         """An authorization by id."""
-        row = self._conn.execute(
-            select(s.acme_authorizations).where(s.acme_authorizations.c.authz_id == authz_id)
-        ).first()
-        return None if row is None else _authorization(row)
+        row = self._raw(_RAW_AUTHZ, {"id": authz_id}).fetchone()
+        return None if row is None else _raw_authorization(row)
 
     def valid_authorizations(
         self, account_id: str, identifiers: list[Identifier], now: datetime
@@ -374,26 +494,20 @@ class SqlAcmeTransaction(SqlTransaction):
 
     def update_authorization(self, authz_id: str, *, status: str, expect: str | None) -> bool:
         """Move an authorization to ``status``, optionally only from ``expect``."""
-        stmt = update(s.acme_authorizations).where(s.acme_authorizations.c.authz_id == authz_id)
-        if expect is not None:
-            stmt = stmt.where(s.acme_authorizations.c.status == expect)
-        return self._conn.execute(stmt.values(status=status)).rowcount == 1
+        if expect is None:
+            return self._move("acme_authorizations", "authz_id", authz_id, {"status": status}, None)
+        cursor = self._raw(_RAW_MOVE_AUTHZ, {"status": status, "id": authz_id, "expect": expect})
+        return int(cursor.rowcount) == 1
 
     def authorization_challenges(self, authz_id: str) -> list[AcmeChallenge]:
         """The challenges of an authorization, by type."""
-        rows = self._conn.execute(
-            select(s.acme_challenges)
-            .where(s.acme_challenges.c.authz_id == authz_id)
-            .order_by(s.acme_challenges.c.type)
-        )
-        return [_challenge(row) for row in rows]
+        rows = self._raw(_RAW_AUTHZ_CHALLENGES, {"id": authz_id}).fetchall()
+        return [_raw_challenge(row) for row in rows]
 
     def get_challenge(self, challenge_id: str) -> AcmeChallenge | None:
         """A challenge by id."""
-        row = self._conn.execute(
-            select(s.acme_challenges).where(s.acme_challenges.c.challenge_id == challenge_id)
-        ).first()
-        return None if row is None else _challenge(row)
+        row = self._raw(_RAW_CHALLENGE, {"id": challenge_id}).fetchone()
+        return None if row is None else _raw_challenge(row)
 
     def update_challenge(
         self,
@@ -406,17 +520,19 @@ class SqlAcmeTransaction(SqlTransaction):
         attempts: int | None = None,
     ) -> bool:
         """Move a challenge to ``status``, optionally only from ``expect``."""
-        stmt = update(s.acme_challenges).where(s.acme_challenges.c.challenge_id == challenge_id)
-        if expect is not None:
-            stmt = stmt.where(s.acme_challenges.c.status == expect)
         values: dict[str, object] = {"status": status}
         if error is not None:
             values["error"] = _dump(error)
         if validated_at is not None:
-            values["validated_at"] = validated_at
+            values["validated_at"] = self._time(validated_at)
         if attempts is not None:
             values["attempts"] = attempts
-        return self._conn.execute(stmt.values(values)).rowcount == 1
+        return self._move("acme_challenges", "challenge_id", challenge_id, values, expect)
+
+    def certificate_der(self, ca_name: str, serial: str) -> bytes | None:
+        """The DER of an issued certificate (the leaf of a download)."""
+        row = self._raw(_RAW_CERTIFICATE_DER, {"ca": ca_name, "serial": serial}).fetchone()
+        return None if row is None else bytes(row[0])
 
     def processing_challenges(self, limit: int) -> list[AcmeChallenge]:
         """Challenges whose validation was started and not finished."""
@@ -451,13 +567,55 @@ class SqlAcmeTransaction(SqlTransaction):
 
 
 class SqlAcmeStore:
-    """The ``AcmeStore`` port over the installation's ``SqlStore``."""
+    """The ``AcmeStore`` port over the installation's ``SqlStore``.
+
+    On SQLite the adapter runs its transactions on the serving event loop's thread; that
+    thread keeps one connection out of the pool for them (checking a connection out and in
+    costs twice the transaction itself). Other threads, and a nested transaction, use the
+    pool as the rest of the installation does.
+    """
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
+        # An embedded SQLite has one writer and short local transactions: they run best on the
+        # serving thread; a database server's round trips are waited for in worker threads.
+        self.offload = store.dialect != "sqlite"
+        self._pinned: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connection] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _loop_connection(self) -> Connection | None:
+        """The connection kept for the event loop running in this thread, if any."""
+        if self.offload:
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        conn = self._pinned.get(loop)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._pinned[loop] = self._store.engine.connect()
+        return None if conn.in_transaction() else conn
 
     @contextmanager
     def transaction(self, *, readonly: bool = False) -> Iterator[SqlAcmeTransaction]:
         """A unit of work with the store's locking and error mapping."""
-        with self._store.transaction(readonly=readonly) as tx:
-            yield SqlAcmeTransaction(tx._conn)
+        conn = self._loop_connection()
+        if conn is None:
+            with self._store.transaction(readonly=readonly) as tx:
+                yield SqlAcmeTransaction(tx._conn)
+            return
+        try:
+            conn.info["iotpki_immediate"] = not readonly
+            with conn.begin():
+                yield SqlAcmeTransaction(conn)
+        except IntegrityError as exc:
+            raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc
+        except OperationalError as exc:
+            raise BackendError(f"database unavailable: {exc.orig}") from exc
+
+    def joined(self, tx: StoreTransaction) -> SqlAcmeTransaction:
+        """The ACME view of a store transaction in progress (e.g. the one recording a
+        certificate), so that an ACME change commits with it."""
+        assert isinstance(tx, SqlTransaction)
+        return SqlAcmeTransaction(tx._conn)

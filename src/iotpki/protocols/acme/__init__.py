@@ -52,6 +52,7 @@ def config_from_settings(settings: AcmeSettings) -> AcmeConfig:
         ),
         retry_delays=settings.validation_retry_delays,
         validation_deadline=settings.validation_deadline,
+        validation_wait=settings.validation_wait,
         ari_retry_after=settings.ari_retry_after,
     )
 

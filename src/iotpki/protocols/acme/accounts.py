@@ -5,11 +5,13 @@ deactivation and key rollover, and the authentication of every signed request (s
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 from jwcrypto import jwk as jose_jwk
 
-from iotpki.core.acme_ports import AcmeAccount
+from iotpki.core.acme_ports import AcmeAccount, AcmeTransaction
 from iotpki.protocols.acme import eab, jws
 from iotpki.protocols.acme.context import AcmeContext, new_id
 from iotpki.protocols.acme.problems import AcmeProblem
@@ -46,6 +48,7 @@ def account_json(account: AcmeAccount, base: str) -> dict[str, Any]:
 
 def authenticate(
     ctx: AcmeContext,
+    tx: AcmeTransaction,
     signed: jws.SignedRequest,
     base: str,
     *,
@@ -54,7 +57,8 @@ def authenticate(
     """Find the signing key and verify the JWS (section 6.2).
 
     newAccount is signed with ``jwk`` (required), revokeCert with either (allowed: by the
-    certificate's key), every other request with ``kid``, the account URL.
+    certificate's key), every other request with ``kid``, the account URL. The account is
+    read in the request's transaction; only its parsed key is kept between requests.
     """
     if signed.jwk is not None:
         if jwk == "forbidden":
@@ -68,8 +72,7 @@ def authenticate(
     prefix = f"{base}/acct/"
     if not signed.kid.startswith(prefix):
         raise AcmeProblem("accountDoesNotExist", "kid is not an account URL of this server")
-    with ctx.store.transaction(readonly=True) as tx:
-        account = tx.get_account(signed.kid.removeprefix(prefix))
+    account = tx.get_account(signed.kid.removeprefix(prefix))
     if account is None:
         raise AcmeProblem("accountDoesNotExist", "no such account")
     key = ctx.account_key(account.account_id, account.jwk)
@@ -99,16 +102,16 @@ def _contacts(value: object) -> tuple[str, ...]:
 
 
 def new_account(
-    ctx: AcmeContext, signed: jws.SignedRequest, key: jose_jwk.JWK, base: str
-) -> tuple[int, AcmeAccount]:
-    """newAccount (section 7.3): 201 for a new account, 200 for the key's existing one."""
+    ctx: AcmeContext, tx: AcmeTransaction, signed: jws.SignedRequest, key: jose_jwk.JWK
+) -> AcmeAccount | Callable[[], AcmeAccount]:
+    """newAccount (section 7.3): the key's existing account, or the work that creates one
+    (the unique key and the single-use EAB credential are enforced as it commits)."""
     payload = signed.json_payload()
     thumbprint = jws.thumbprint(key)
-    with ctx.store.transaction(readonly=True) as tx:
-        existing = tx.account_by_thumbprint(thumbprint)
+    existing = tx.account_by_thumbprint(thumbprint)
     if existing is not None:
         # Section 7.3.1: the existing account, whatever else the request says.
-        return 200, existing
+        return existing
     if payload.get("onlyReturnExisting") is True:
         raise AcmeProblem("accountDoesNotExist", "no account exists for this key")
     contacts = _contacts(payload.get("contact"))
@@ -129,7 +132,7 @@ def new_account(
                 "externalAccountRequired", "this server requires an external account binding"
             )
     else:
-        credential = eab.check_binding(ctx, binding, signed, thumbprint)
+        credential = eab.check_binding(ctx, tx, binding, signed, thumbprint)
     account = AcmeAccount(
         account_id=new_id(),
         thumbprint=thumbprint,
@@ -144,33 +147,37 @@ def new_account(
         device_patterns=credential.device_patterns if credential else (),
         created_at=ctx.now(),
     )
-    actor = f"acme:{account.account_id}"
-    with ctx.store.transaction() as tx:
-        if credential is not None and not tx.use_eab(
-            credential.key_id, account.account_id, account.created_at
-        ):
-            raise AcmeProblem("unauthorized", "the external account binding was used already")
-        tx.add_account(account)
-        tx.append_audit(
-            account.created_at,
-            actor,
-            "acme.account.created",
-            account.account_id,
-            {
-                "key": thumbprint,
-                "eab": account.eab_key_id,
-                "tenant": account.tenant,
-                "profile": account.profile,
-                "contacts": len(contacts),
-            },
-        )
-    return 201, account
+
+    def create() -> AcmeAccount:
+        with ctx.store.transaction() as wtx:
+            if credential is not None and not wtx.use_eab(
+                credential.key_id, account.account_id, account.created_at
+            ):
+                raise AcmeProblem("unauthorized", "the external account binding was used already")
+            wtx.add_account(account)
+            wtx.append_audit(
+                account.created_at,
+                f"acme:{account.account_id}",
+                "acme.account.created",
+                account.account_id,
+                {
+                    "key": thumbprint,
+                    "eab": account.eab_key_id,
+                    "tenant": account.tenant,
+                    "profile": account.profile,
+                    "contacts": len(contacts),
+                },
+            )
+        return account
+
+    return create
 
 
 def update_account(
     ctx: AcmeContext, signed: jws.SignedRequest, account: AcmeAccount, account_id: str
-) -> AcmeAccount:
-    """POST to the account URL: read (POST-as-GET), contacts, or deactivation (7.3.2, 7.3.6)."""
+) -> AcmeAccount | Callable[[], AcmeAccount]:
+    """POST to the account URL: read (POST-as-GET), or the work that changes contacts or
+    deactivates (sections 7.3.2, 7.3.6)."""
     if account.account_id != account_id:
         raise AcmeProblem("unauthorized", "a request for another account")
     if signed.is_post_as_get:
@@ -182,22 +189,36 @@ def update_account(
         raise AcmeProblem("malformed", "an account's status can only become deactivated")
     if status is None and contacts is None:
         return account
-    now = ctx.now()
-    with ctx.store.transaction() as tx:
-        tx.update_account(account.account_id, status=status, contacts=contacts)
-        action = "acme.account.deactivated" if status else "acme.account.updated"
-        tx.append_audit(
-            now, f"acme:{account.account_id}", action, account.account_id, {"contacts": contacts}
+    action = "acme.account.deactivated" if status else "acme.account.updated"
+
+    def update() -> AcmeAccount:
+        with ctx.store.transaction() as tx:
+            tx.update_account(account.account_id, status=status, contacts=contacts)
+            tx.append_audit(
+                ctx.now(),
+                f"acme:{account.account_id}",
+                action,
+                account.account_id,
+                {"contacts": contacts},
+            )
+        return replace(
+            account,
+            status=status or account.status,
+            contacts=account.contacts if contacts is None else contacts,
         )
-        updated = tx.get_account(account.account_id)
-    assert updated is not None
-    return updated
+
+    return update
 
 
 def change_key(
-    ctx: AcmeContext, signed: jws.SignedRequest, account: AcmeAccount, base: str
-) -> AcmeAccount:
-    """keyChange (section 7.3.5): an inner JWS by the new key names the account and old key."""
+    ctx: AcmeContext,
+    tx: AcmeTransaction,
+    signed: jws.SignedRequest,
+    account: AcmeAccount,
+    base: str,
+) -> Callable[[], AcmeAccount]:
+    """keyChange (section 7.3.5): an inner JWS by the new key names the account and old key;
+    returns the work that rolls the key (a key registered meanwhile fails it as a conflict)."""
     outer = signed.json_payload()
     inner = jws.parse(outer, inner=True)
     if inner.jwk is None:
@@ -213,24 +234,26 @@ def change_key(
     if not isinstance(old, dict) or jws.thumbprint(jws.public_key(old)) != account.thumbprint:
         raise AcmeProblem("malformed", "oldKey is not the account's current key")
     thumbprint = jws.thumbprint(new_key)
-    now = ctx.now()
-    with ctx.store.transaction() as tx:
-        holder = tx.account_by_thumbprint(thumbprint)
-        if holder is not None:
-            raise AcmeProblem(
-                "malformed",
-                "the new key belongs to an account already",
-                status=409,
-                headers={"Location": account_url(base, holder.account_id)},
-            )
-        tx.update_account(account.account_id, jwk=new_key.export_public(), thumbprint=thumbprint)
-        tx.append_audit(
-            now,
-            f"acme:{account.account_id}",
-            "acme.account.key_changed",
-            account.account_id,
-            {"old_key": account.thumbprint, "new_key": thumbprint},
+    holder = tx.account_by_thumbprint(thumbprint)
+    if holder is not None:
+        raise AcmeProblem(
+            "malformed",
+            "the new key belongs to an account already",
+            status=409,
+            headers={"Location": account_url(base, holder.account_id)},
         )
-        updated = tx.get_account(account.account_id)
-    assert updated is not None
-    return updated
+    jwk_json = new_key.export_public()
+
+    def roll() -> AcmeAccount:
+        with ctx.store.transaction() as wtx:
+            wtx.update_account(account.account_id, jwk=jwk_json, thumbprint=thumbprint)
+            wtx.append_audit(
+                ctx.now(),
+                f"acme:{account.account_id}",
+                "acme.account.key_changed",
+                account.account_id,
+                {"old_key": account.thumbprint, "new_key": thumbprint},
+            )
+        return replace(account, jwk=jwk_json, thumbprint=thumbprint)
+
+    return roll

@@ -1,5 +1,6 @@
 """What every ACME handler is given: configuration, the store, the authority and the helpers
-that live as long as the serving process (nonces, rate limits, validation queue, key cache).
+that live as long as the serving process (nonces, rate limits, validation queue, key and chain
+caches).
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import ParamSpec, TypeVar
 
 from cryptography import x509
 from jwcrypto import jwk as jose_jwk
+from starlette.concurrency import run_in_threadpool
 
 from iotpki.core.acme_ports import AcmeStore
 from iotpki.core.authority import Authority
@@ -21,6 +24,10 @@ from iotpki.protocols.acme.ratelimits import SlidingWindow
 from iotpki.protocols.acme.validation import ValidationQueue
 
 __all__ = ["AcmeConfig", "AcmeContext", "new_id"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_CHAIN_CACHE = timedelta(seconds=10)
 
 
 def new_id() -> str:
@@ -44,6 +51,7 @@ class AcmeConfig:
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     validation_deadline: float = 60.0
+    validation_wait: float = 1.0
     ari_retry_after: int = 6 * 3600
 
 
@@ -74,6 +82,7 @@ class AcmeContext:
         self.account_orders = SlidingWindow(config.orders_per_account_per_hour, 3600.0)
         self.identifier_orders = SlidingWindow(config.orders_per_identifier_per_hour, 3600.0)
         self._keys: dict[str, tuple[str, jose_jwk.JWK]] = {}
+        self._chains: dict[str, tuple[datetime, list[bytes]]] = {}
         self._lock = threading.Lock()
         self.resumed = False
         # device-attest-01 (draft-ietf-acme-device-attest): the trusted roots, read per use.
@@ -84,6 +93,26 @@ class AcmeContext:
     def now(self) -> datetime:
         """The authority's clock."""
         return self.authority.clock.now()
+
+    async def run(self, work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run blocking store work: in a worker thread when the store waits on a database
+        server, otherwise here (an embedded database's short transactions, one writer)."""
+        if self.store.offload:
+            return await run_in_threadpool(work, *args, **kwargs)
+        return work(*args, **kwargs)
+
+    def chains(self, ca_name: str, build: Callable[[str], list[bytes]]) -> list[bytes]:
+        """The PEM chains above a CA's certificates (default first, then alternates), built
+        with ``build`` and kept a few seconds: CA changes show within that time."""
+        now = self.now()
+        with self._lock:
+            cached = self._chains.get(ca_name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        chains = build(ca_name)
+        with self._lock:
+            self._chains[ca_name] = (now + _CHAIN_CACHE, chains)
+        return chains
 
     def account_key(self, account_id: str, jwk_json: str) -> jose_jwk.JWK:
         """The parsed key of an account, cached while the stored JWK is unchanged."""

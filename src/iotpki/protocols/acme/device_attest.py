@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from iotpki.core.acme_ports import AcmeAuthorization, AcmeChallenge, AcmeTransaction
+from iotpki.core.acme_ports import AcmeAuthorization, AcmeChallenge, AcmeOrder, AcmeTransaction
 from iotpki.core.attestation import (
     AttestedKey,
     check_csr_key,
@@ -192,12 +192,14 @@ def _challenge_json(ctx: AcmeContext, challenge: AcmeChallenge, base: str) -> di
 
 
 def finalize_attestation(
-    ctx: AcmeContext, order_id: str, csr: x509.CertificateSigningRequest
+    tx: AcmeTransaction, order: AcmeOrder, csr: x509.CertificateSigningRequest
 ) -> KeyAttestation | None:
     """At finalize: the attestation of the order, after checking the CSR carries the attested
-    key (section 5); None for an order without device-attest-01."""
-    with ctx.store.transaction(readonly=True) as tx:
-        attested = tx.order_attestations(order_id)
+    key (section 5); None for an order without device-attest-01 (only device identifiers
+    are attested)."""
+    if not any(kind in DEVICE_IDENTIFIERS for kind, _ in order.identifiers):
+        return None
+    attested = tx.order_attestations(order.order_id)
     if not attested:
         return None
     spki, record = attested[0]  # one device identifier per order

@@ -10,7 +10,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from iotpki.core.acme_ports import AcmeStore, EabCredential
+from iotpki.core.acme_ports import AcmeStore, AcmeTransaction, EabCredential
 from iotpki.errors import NotFound, RequestError
 from iotpki.protocols.acme import jws
 from iotpki.protocols.acme.context import AcmeContext
@@ -96,7 +96,11 @@ def credential_json(credential: EabCredential) -> dict[str, Any]:
 
 
 def check_binding(
-    ctx: AcmeContext, binding: object, signed: jws.SignedRequest, thumbprint: str
+    ctx: AcmeContext,
+    tx: AcmeTransaction,
+    binding: object,
+    signed: jws.SignedRequest,
+    thumbprint: str,
 ) -> EabCredential:
     """Verify an externalAccountBinding of a newAccount request (section 7.3.4)."""
     if not isinstance(binding, dict):
@@ -112,8 +116,7 @@ def check_binding(
         raise AcmeProblem("malformed", "the EAB url must be the newAccount URL")
     if "nonce" in fields or "jwk" in fields:
         raise AcmeProblem("malformed", "the EAB header carries neither nonce nor jwk")
-    with ctx.store.transaction(readonly=True) as tx:
-        credential = tx.get_eab(key_id)
+    credential = tx.get_eab(key_id)
     if credential is None or credential.revoked:
         raise AcmeProblem("unauthorized", "unknown external account binding credential")
     if credential.used_at is not None:

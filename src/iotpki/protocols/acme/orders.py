@@ -5,6 +5,8 @@ download with alternate chains (section 7.4.2) and revocation (section 7.6).
 from __future__ import annotations
 
 import secrets
+import ssl
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,13 +24,15 @@ from iotpki.core.acme_ports import (
 )
 from iotpki.core.authority import serial_hex
 from iotpki.core.encoding import pem
-from iotpki.core.models import CAStatus, CertStatus
+from iotpki.core.models import CAStatus, CertificateRecord, CertStatus
+from iotpki.core.ports import StoreTransaction
 from iotpki.errors import Conflict, IotpkiError
 from iotpki.protocols.acme import device_attest, eab, jws, messages
 from iotpki.protocols.acme.context import AcmeContext, new_id
 from iotpki.protocols.acme.problems import AcmeProblem, from_error
 
 __all__ = [
+    "Deferred",
     "certificate_chain",
     "finalize",
     "get_order",
@@ -38,6 +42,10 @@ __all__ = [
 ]
 
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+Deferred = Callable[[], dict[str, Any] | None]
+"""Work a handler leaves for after its transaction: a call on the authority, which commits
+in a transaction of its own."""
 
 
 def _token() -> str:
@@ -66,53 +74,55 @@ def _current(order: AcmeOrder, ctx: AcmeContext) -> AcmeOrder:
 
 
 def get_order(
-    ctx: AcmeContext, account: AcmeAccount, order_id: str, base: str
+    ctx: AcmeContext, tx: AcmeTransaction, account: AcmeAccount, order_id: str, base: str
 ) -> tuple[AcmeOrder, dict[str, Any]]:
     """An order as its owner reads it (POST-as-GET)."""
-    with ctx.store.transaction(readonly=True) as tx:
-        order = _current(_owned_order(tx, account, order_id), ctx)
-        authz_ids = [a.authz_id for a in tx.order_authorizations(order_id)]
+    order = _current(_owned_order(tx, account, order_id), ctx)
+    authz_ids = [a.authz_id for a in tx.order_authorizations(order_id)]
     return order, messages.order_json(order, base, authz_ids)
 
 
-def list_orders(ctx: AcmeContext, account: AcmeAccount, account_id: str, base: str) -> list[str]:
+def list_orders(tx: AcmeTransaction, account: AcmeAccount, account_id: str, base: str) -> list[str]:
     """Section 7.1.2.1: the URLs of the account's orders (newest first, one page)."""
     if account.account_id != account_id:
         raise AcmeProblem("unauthorized", "a request for another account")
-    with ctx.store.transaction(readonly=True) as tx:
-        return [f"{base}/order/{o}" for o in tx.account_orders(account_id, 1000)]
+    return [f"{base}/order/{o}" for o in tx.account_orders(account_id, 1000)]
 
 
-def _check_replaces(ctx: AcmeContext, account: AcmeAccount, value: object) -> str | None:
+def _check_replaces(tx: AcmeTransaction, account: AcmeAccount, value: object) -> str | None:
     """RFC 9773 section 5: ``replaces`` names a certificate this account was issued."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise AcmeProblem("malformed", "replaces must be a CertID string")
     _, serial = messages.parse_cert_id(value)
-    with ctx.store.transaction(readonly=True) as tx:
-        record = tx.get_certificate(None, serial)
-        order = tx.order_for_certificate(record.ca_name, serial) if record else None
-        if record is None or order is None or order.account_id != account.account_id:
-            raise AcmeProblem("malformed", "replaces names no certificate of this account")
-        if any(o.status == "valid" for o in tx.replacing_orders(value)):
-            raise AcmeProblem("alreadyReplaced", "that certificate was replaced already")
+    record = tx.get_certificate(None, serial)
+    order = tx.order_for_certificate(record.ca_name, serial) if record else None
+    if record is None or order is None or order.account_id != account.account_id:
+        raise AcmeProblem("malformed", "replaces names no certificate of this account")
+    if any(o.status == "valid" for o in tx.replacing_orders(value)):
+        raise AcmeProblem("alreadyReplaced", "that certificate was replaced already")
     if messages.cert_id(record.certificate).split(".")[0] != value.split(".")[0]:
         raise AcmeProblem("malformed", "replaces names no certificate of this account")
     return value
 
 
 def new_order(
-    ctx: AcmeContext, signed: jws.SignedRequest, account: AcmeAccount, base: str
-) -> tuple[AcmeOrder, dict[str, Any]]:
-    """newOrder (section 7.4): an order with one authorization per identifier."""
+    ctx: AcmeContext,
+    tx: AcmeTransaction,
+    signed: jws.SignedRequest,
+    account: AcmeAccount,
+    base: str,
+) -> tuple[AcmeOrder, Callable[[], dict[str, Any]]]:
+    """newOrder (section 7.4): an order with one authorization per identifier, and the work
+    that stores it."""
     payload = signed.json_payload()
     identifiers = messages.parse_identifiers(payload.get("identifiers"))
     if payload.get("notBefore") is not None or payload.get("notAfter") is not None:
         raise AcmeProblem(
             "malformed", "notBefore and notAfter are not supported: the profile sets lifetimes"
         )
-    replaces = _check_replaces(ctx, account, payload.get("replaces"))
+    replaces = _check_replaces(tx, account, payload.get("replaces"))
     devices = [(t, v) for t, v in identifiers if t in device_attest.DEVICE_IDENTIFIERS]
     if devices:
         kind, device = devices[0]
@@ -162,21 +172,25 @@ def new_order(
         created_at=now,
         replaces=replaces,
     )
-    with ctx.store.transaction() as tx:
-        tx.add_order(order, authorizations, challenges)
-        tx.append_audit(
-            now,
-            f"acme:{account.account_id}",
-            "acme.order.created",
-            order_id,
-            {
-                "identifiers": [f"{t}:{v}" for t, v in identifiers],
-                "profile": profile,
-                "status": order.status,
-                "replaces": replaces,
-            },
-        )
-    return order, messages.order_json(order, base, [a.authz_id for a in authorizations])
+
+    def store() -> dict[str, Any]:
+        with ctx.store.transaction() as wtx:
+            wtx.add_order(order, authorizations, challenges)
+            wtx.append_audit(
+                now,
+                f"acme:{account.account_id}",
+                "acme.order.created",
+                order_id,
+                {
+                    "identifiers": [f"{t}:{v}" for t, v in identifiers],
+                    "profile": profile,
+                    "status": order.status,
+                    "replaces": replaces,
+                },
+            )
+        return messages.order_json(order, base, [a.authz_id for a in authorizations])
+
+    return order, store
 
 
 def _rate_limit(ctx: AcmeContext, account: AcmeAccount, identifiers: list[Identifier]) -> None:
@@ -221,12 +235,24 @@ def _check_csr_names(order: AcmeOrder, csr: x509.CertificateSigningRequest) -> s
 
 
 def finalize(
-    ctx: AcmeContext, signed: jws.SignedRequest, account: AcmeAccount, order_id: str, base: str
-) -> tuple[AcmeOrder, dict[str, Any]]:
-    """Finalize (section 7.4): check the CSR, issue through the authority, record the result."""
+    ctx: AcmeContext,
+    tx: AcmeTransaction,
+    signed: jws.SignedRequest,
+    account: AcmeAccount,
+    order_id: str,
+    base: str,
+) -> Deferred:
+    """Finalize (section 7.4): check the order and the CSR in the request's transaction, then
+    (the returned work) issue through the authority.
+
+    Section 7.1.6 draws the order as ``ready``, then ``processing`` while the certificate is
+    issued, then ``valid``. Issuance happens within this request, so the order moves from
+    ``ready`` to ``valid`` in the transaction that records the certificate: it is never
+    ``valid`` without its certificate nor left ``processing`` by a crash, and of two
+    concurrent finalizations only one commits.
+    """
     payload = signed.json_payload()
-    with ctx.store.transaction(readonly=True) as tx:
-        order = _current(_owned_order(tx, account, order_id), ctx)
+    order = _current(_owned_order(tx, account, order_id), ctx)
     if order.status != "ready":
         raise AcmeProblem("orderNotReady", f"the order is {order.status}, not ready")
     csr_text = payload.get("csr")
@@ -237,41 +263,49 @@ def finalize(
     except (ValueError, AcmeProblem) as exc:
         raise AcmeProblem("badCSR", "the CSR does not parse") from exc
     device = _check_csr_names(order, csr)
-    attestation = device_attest.finalize_attestation(ctx, order_id, csr)
+    attestation = device_attest.finalize_attestation(tx, order, csr)
+    authz_ids = [a.authz_id for a in tx.order_authorizations(order_id)]
     actor = f"acme:{account.account_id}"
-    now = ctx.now()
-    with ctx.store.transaction() as tx:
-        if not tx.update_order(order_id, status="processing", expect="ready"):
-            raise AcmeProblem("orderNotReady", "the order is being finalized already")
-        tx.append_audit(now, actor, "acme.order.processing", order_id, {})
-    try:
-        issued = ctx.authority.issue(
-            csr, profile=order.profile, actor=actor, device_id=device, attestation=attestation
-        )
-    except IotpkiError as exc:
-        with ctx.store.transaction() as tx:
-            tx.update_order(order_id, status="ready", expect="processing")
-            tx.append_audit(ctx.now(), actor, "acme.order.ready", order_id, {"refused": exc.code})
-        raise from_error(exc, during="csr") from exc
-    with ctx.store.transaction() as tx:
-        tx.update_order(
+
+    def complete(store_tx: StoreTransaction, record: CertificateRecord) -> None:
+        acme_tx = ctx.store.joined(store_tx)
+        if not acme_tx.update_order(
             order_id,
             status="valid",
-            expect="processing",
-            certificate_serial=issued.record.serial,
-            certificate_ca=issued.record.ca_name,
-        )
-        tx.append_audit(
+            expect="ready",
+            certificate_serial=record.serial,
+            certificate_ca=record.ca_name,
+        ):
+            raise AcmeProblem("orderNotReady", "the order was finalized already")
+        acme_tx.append_audit(
             ctx.now(),
             actor,
             "acme.order.valid",
             order_id,
-            {"serial": issued.record.serial, "ca": issued.record.ca_name},
+            {"serial": record.serial, "ca": record.ca_name},
         )
-        authz_ids = [a.authz_id for a in tx.order_authorizations(order_id)]
-        done = tx.get_order(order_id)
-    assert done is not None
-    return done, messages.order_json(done, base, authz_ids)
+
+    def issue() -> dict[str, Any]:
+        try:
+            issued = ctx.authority.issue(
+                csr,
+                profile=order.profile,
+                actor=actor,
+                device_id=device,
+                attestation=attestation,
+                within=complete,
+            )
+        except IotpkiError as exc:
+            raise from_error(exc, during="csr") from exc
+        done = replace(
+            order,
+            status="valid",
+            certificate_serial=issued.record.serial,
+            certificate_ca=issued.record.ca_name,
+        )
+        return messages.order_json(done, base, authz_ids)
+
+    return issue
 
 
 def _alternate_chains(
@@ -297,17 +331,29 @@ def _alternate_chains(
     return alternates
 
 
+def _chains(ctx: AcmeContext, ca_name: str) -> list[bytes]:
+    """The PEM of the default chain above a CA's certificates, then of each alternate."""
+    default = ctx.authority.chain(ca_name)[:-1]
+    return [pem(chain) for chain in (default, *_alternate_chains(ctx, default))]
+
+
 def certificate_chain(
-    ctx: AcmeContext, account: AcmeAccount, order_id: str, alternate: int, base: str
+    ctx: AcmeContext,
+    tx: AcmeTransaction,
+    account: AcmeAccount,
+    order_id: str,
+    alternate: int,
+    base: str,
 ) -> tuple[bytes, list[str]]:
     """Section 7.4.2: the PEM chain (leaf first) and ``Link: rel="alternate"`` URLs."""
-    with ctx.store.transaction(readonly=True) as tx:
-        order = _owned_order(tx, account, order_id)
+    order = _owned_order(tx, account, order_id)
     if order.status != "valid" or order.certificate_serial is None:
         raise AcmeProblem("malformed", "this order has no certificate", status=404)
-    record = ctx.authority.get(order.certificate_serial, ca=order.certificate_ca)
-    default = ctx.authority.chain(record.ca_name)[:-1]
-    chains = [default, *_alternate_chains(ctx, default)]
+    ca_name = order.certificate_ca or ""
+    der = tx.certificate_der(ca_name, order.certificate_serial)
+    if der is None:
+        raise AcmeProblem("malformed", "this order has no certificate", status=404)
+    chains = ctx.chains(ca_name, lambda name: _chains(ctx, name))
     if not 0 <= alternate < len(chains):
         raise AcmeProblem("malformed", "no such alternate chain", status=404)
     links = [
@@ -315,17 +361,18 @@ def certificate_chain(
         for n in range(len(chains))
         if n != alternate
     ]
-    return pem([record.certificate, *chains[alternate]]), links
+    return ssl.DER_cert_to_PEM_cert(der).encode() + chains[alternate], links
 
 
 def revoke(
     ctx: AcmeContext,
+    tx: AcmeTransaction,
     signed: jws.SignedRequest,
     account: AcmeAccount | None,
     key: jose_jwk.JWK,
-) -> None:
+) -> Deferred:
     """revokeCert (section 7.6), by the issuing account, an account authorised for every
-    name, or the certificate's own key (``jwk``)."""
+    name, or the certificate's own key (``jwk``); the returned work revokes."""
     payload = signed.json_payload()
     text = payload.get("certificate")
     if not isinstance(text, str):
@@ -336,35 +383,35 @@ def revoke(
     except ValueError as exc:
         raise AcmeProblem("malformed", "the certificate does not parse") from exc
     reason = messages.revocation_reason(payload.get("reason"))
-    with ctx.store.transaction(readonly=True) as tx:
-        record = tx.get_certificate(None, serial)
-        if record is None or record.der != cert.public_bytes(serialization.Encoding.DER):
-            raise AcmeProblem("malformed", "this server did not issue that certificate", status=404)
-        if account is None:
-            spki = jws.spki_key(key).public_bytes(*_SPKI)
-            if spki != cert.public_key().public_bytes(*_SPKI):
-                raise AcmeProblem("unauthorized", "the JWS key is not the certificate's key")
-            actor = f"acme:key:{jws.thumbprint(key)}"
-        else:
-            actor = f"acme:{account.account_id}"
-            order = tx.order_for_certificate(record.ca_name, serial)
-            if order is None or order.account_id != account.account_id:
-                names = [
-                    (n.split(":", 1)[0], n.split(":", 1)[1])
-                    for n in record.sans
-                    if n.split(":", 1)[0] in ("dns", "ip")
-                ]
-                held = {
-                    a.identifier
-                    for a in tx.valid_authorizations(account.account_id, names, ctx.now())
-                }
-                if not names or set(names) - held:
-                    raise AcmeProblem(
-                        "unauthorized", "this account may not revoke that certificate"
-                    )
+    record = tx.get_certificate(None, serial)
+    if record is None or record.der != cert.public_bytes(serialization.Encoding.DER):
+        raise AcmeProblem("malformed", "this server did not issue that certificate", status=404)
+    if account is None:
+        spki = jws.spki_key(key).public_bytes(*_SPKI)
+        if spki != cert.public_key().public_bytes(*_SPKI):
+            raise AcmeProblem("unauthorized", "the JWS key is not the certificate's key")
+        actor = f"acme:key:{jws.thumbprint(key)}"
+    else:
+        actor = f"acme:{account.account_id}"
+        order = tx.order_for_certificate(record.ca_name, serial)
+        if order is None or order.account_id != account.account_id:
+            names = [
+                (n.split(":", 1)[0], n.split(":", 1)[1])
+                for n in record.sans
+                if n.split(":", 1)[0] in ("dns", "ip")
+            ]
+            held = {
+                a.identifier for a in tx.valid_authorizations(account.account_id, names, ctx.now())
+            }
+            if not names or set(names) - held:
+                raise AcmeProblem("unauthorized", "this account may not revoke that certificate")
     if record.status is CertStatus.REVOKED:
         raise AcmeProblem("alreadyRevoked", "the certificate is revoked already")
-    try:
-        ctx.authority.revoke(serial, reason=reason, actor=actor, ca=record.ca_name)
-    except Conflict as exc:
-        raise AcmeProblem("alreadyRevoked", "the certificate is revoked already") from exc
+
+    def revoke_now() -> None:
+        try:
+            ctx.authority.revoke(serial, reason=reason, actor=actor, ca=record.ca_name)
+        except Conflict as exc:
+            raise AcmeProblem("alreadyRevoked", "the certificate is revoked already") from exc
+
+    return revoke_now

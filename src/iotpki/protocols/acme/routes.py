@@ -1,9 +1,12 @@
 """The ACME endpoints under ``/acme`` (RFC 8555 section 7.1.1 directory and everything it links).
 
 Every signed POST goes through one pipeline: content type, bounded body, JWS structure,
-nonce (single use), ``url`` header, key lookup and signature, then the resource's handler in a
-worker thread. Every refusal leaves as a problem document with a fresh ``Replay-Nonce`` and is
-audited; nothing else answers a client.
+nonce (single use), ``url`` header, then one read-only store transaction in which the account
+is read, the signature verified and the resource's handler checks the request. A handler that
+changes state returns that change as work done after the read, in a write transaction of its
+own (or through the authority, which commits its own): a write never waits on, nor holds, the
+database's write lock while a request is checked. Every refusal leaves as a problem document
+with a fresh ``Replay-Nonce`` and is audited; nothing else answers a client.
 """
 
 from __future__ import annotations
@@ -14,18 +17,23 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from jwcrypto import jwk as jose_jwk
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from iotpki.core.acme_ports import AcmeAccount
+from iotpki.core.acme_ports import (
+    AcmeAccount,
+    AcmeAuthorization,
+    AcmeChallenge,
+    AcmeTransaction,
+)
 from iotpki.errors import IotpkiError
 from iotpki.protocols.acme import (
     accounts,
     authorizations,
     device_attest,
     jws,
+    messages,
     orders,
     renewal,
 )
@@ -40,23 +48,47 @@ log = logging.getLogger(__name__)
 _PREFIX = "/acme"
 _BODY_LIMIT = 64 * 1024
 _JOSE = "application/jose+json"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass
 class Reply:
-    """What a resource handler answers: status, JSON or bytes, and extra headers."""
+    """What a resource handler answers: status, JSON or bytes, and extra headers.
+
+    ``validation`` is a challenge the client answered (with its authorization and key
+    authorization), validated once the request's transaction closed; the reply then shows
+    the challenge as the validation left it.
+    """
 
     body: dict[str, Any] | bytes | None
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     links: list[str] = field(default_factory=list)
     media_type: str = "application/json"
-    after: Callable[[], None] | None = None
+    validation: tuple[AcmeChallenge, AcmeAuthorization, str] | None = None
 
 
-Handler = Callable[
-    [jws.SignedRequest, AcmeAccount | None, jose_jwk.JWK, dict[str, str], str], Reply
-]
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An authenticated request: the JWS, its account (None when signed with ``jwk``), the
+    verifying key, the path parameters and the ACME base URL."""
+
+    signed: jws.SignedRequest
+    account: AcmeAccount | None
+    key: jose_jwk.JWK
+    params: dict[str, str]
+    base: str
+
+    @property
+    def owner(self) -> AcmeAccount:
+        """The account of a request that must be signed with ``kid``."""
+        assert self.account is not None
+        return self.account
+
+
+Handler = Callable[[Call, AcmeTransaction], "Reply | Callable[[], Reply]"]
+"""Runs in the request's read transaction; returns the reply, or the work (writes) that
+makes it, run once that transaction closed."""
 
 
 class AcmeEndpoint:
@@ -68,10 +100,19 @@ class AcmeEndpoint:
     # -- plumbing ------------------------------------------------------------------------------
 
     def base(self, request: Request) -> str:
-        """The ACME base URL: configured, or the one the client used."""
+        """The ACME base URL: configured, or the one the client used (as Starlette's
+        ``request.url`` reads it: the Host header, else the server address)."""
         if self.ctx.config.base_url:
             return self.ctx.config.base_url.rstrip("/")
-        return f"{request.url.scheme}://{request.url.netloc}{_PREFIX}"
+        scope = request.scope
+        scheme = scope.get("scheme", "http")
+        for name, value in scope["headers"]:
+            if name == b"host":
+                return f"{scheme}://{value.decode('latin-1')}{_PREFIX}"
+        host, port = scope.get("server") or ("", None)
+        if port is None or port == _DEFAULT_PORTS.get(scheme):
+            return f"{scheme}://{host}{_PREFIX}"
+        return f"{scheme}://{host}:{port}{_PREFIX}"
 
     def _headers(self, base: str) -> dict[str, str]:
         return {
@@ -86,7 +127,7 @@ class AcmeEndpoint:
         base = self.base(request)
         actor = f"acme:{account_id}" if account_id else "acme:anonymous"
         try:
-            await run_in_threadpool(
+            await self.ctx.run(
                 self.ctx.authority.record_event,
                 actor,
                 "acme.refused",
@@ -108,15 +149,18 @@ class AcmeEndpoint:
     async def _resume(self) -> None:
         if not self.ctx.resumed:
             self.ctx.resumed = True
-            await run_in_threadpool(authorizations.resume_validations, self.ctx)
+            await self.ctx.run(authorizations.resume_validations, self.ctx)
 
     def signed(
-        self, handler: Handler, *, jwk: Literal["required", "allowed", "forbidden"] = "forbidden"
+        self,
+        handler: Handler,
+        *,
+        jwk: Literal["required", "allowed", "forbidden"] = "forbidden",
     ) -> Callable[[Request], Awaitable[Response]]:
         """Wrap a resource handler in the JWS pipeline (RFC 8555 sections 6.2 to 6.5)."""
 
         async def endpoint(request: Request) -> Response:
-            account_id: str | None = None
+            owner: list[str] = []
             try:
                 await self._resume()
                 if request.method != "POST":
@@ -138,30 +182,43 @@ class AcmeEndpoint:
                 # Section 6.5: each nonce once; section 6.4: the url is this request's URL.
                 if signed.nonce is None or not self.ctx.nonces.consume(signed.nonce):
                     raise AcmeProblem("badNonce", "the nonce is unknown, used or expired")
-                expected = base + request.url.path.removeprefix(_PREFIX)
+                expected = base + request.scope["path"].removeprefix(_PREFIX)
                 if signed.url != expected:
                     raise AcmeProblem("unauthorized", f"the url header must be {expected}")
                 params = {k: str(v) for k, v in request.path_params.items()}
-
-                def run() -> tuple[Reply, str | None]:
-                    account, key = accounts.authenticate(self.ctx, signed, base, jwk=jwk)
-                    owner = account.account_id if account else None
-                    try:
-                        return handler(signed, account, key, params, base), owner
-                    except IotpkiError as exc:
-                        exc.data["acme_account"] = owner
-                        raise
-
-                reply, account_id = await run_in_threadpool(run)
+                reply = await self.ctx.run(self._handle, handler, signed, params, base, jwk, owner)
+                if reply.validation is not None:
+                    await self._validate(reply, base)
             except AcmeProblem as problem:
-                return await self._problem(request, problem, _account_of(problem, account_id))
+                return await self._problem(request, problem, _account_of(problem, owner))
             except IotpkiError as exc:
-                return await self._problem(request, from_error(exc), _account_of(exc, account_id))
-            if reply.after is not None:
-                reply.after()
+                return await self._problem(request, from_error(exc), _account_of(exc, owner))
             return self._reply(reply, base)
 
         return endpoint
+
+    def _handle(
+        self,
+        handler: Handler,
+        signed: jws.SignedRequest,
+        params: dict[str, str],
+        base: str,
+        jwk: Literal["required", "allowed", "forbidden"],
+        owner: list[str],
+    ) -> Reply:
+        """Authenticate and run the handler in one transaction, then any work it left."""
+        with self.ctx.store.transaction(readonly=True) as tx:
+            account, key = accounts.authenticate(self.ctx, tx, signed, base, jwk=jwk)
+            if account is not None:
+                owner.append(account.account_id)
+            result = handler(Call(signed, account, key, params, base), tx)
+        return result if isinstance(result, Reply) else result()
+
+    async def _validate(self, reply: Reply, base: str) -> None:
+        """Section 7.5.1: validate the answered challenge; the reply shows it as it then is."""
+        assert reply.validation is not None
+        outcome = await authorizations.answer(self.ctx, *reply.validation)
+        reply.body = messages.challenge_json(outcome, base)
 
     def _reply(self, reply: Reply, base: str) -> Response:
         headers = self._headers(base)
@@ -206,7 +263,7 @@ class AcmeEndpoint:
     async def renewal_info(self, request: Request) -> Response:
         """RFC 9773 section 4.2: GET renewalInfo/<CertID>, no authentication."""
         try:
-            body, retry_after = await run_in_threadpool(
+            body, retry_after = await self.ctx.run(
                 renewal.renewal_info, self.ctx, request.path_params["cert_id"]
             )
         except AcmeProblem as problem:
@@ -223,178 +280,122 @@ class AcmeEndpoint:
 
     # -- signed resources ----------------------------------------------------------------------
 
-    def new_account(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
-        """Section 7.3."""
-        status, found = accounts.new_account(self.ctx, signed, key, base)
-        url = accounts.account_url(base, found.account_id)
-        return Reply(accounts.account_json(found, base), status, {"Location": url})
+    def new_account(self, call: Call, tx: AcmeTransaction) -> Reply | Callable[[], Reply]:
+        """Section 7.3: 201 for a new account, 200 for the key's existing one."""
+        found = accounts.new_account(self.ctx, tx, call.signed, call.key)
 
-    def account(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
+        def reply(account: AcmeAccount, status: int) -> Reply:
+            url = accounts.account_url(call.base, account.account_id)
+            return Reply(accounts.account_json(account, call.base), status, {"Location": url})
+
+        if isinstance(found, AcmeAccount):
+            return reply(found, 200)
+        return lambda: reply(found(), 201)
+
+    def account(self, call: Call, tx: AcmeTransaction) -> Reply | Callable[[], Reply]:
         """Sections 7.3.2 and 7.3.6."""
-        assert account is not None
-        updated = accounts.update_account(self.ctx, signed, account, params["account_id"])
-        return Reply(accounts.account_json(updated, base))
+        found = accounts.update_account(
+            self.ctx, call.signed, call.owner, call.params["account_id"]
+        )
+        if isinstance(found, AcmeAccount):
+            return Reply(accounts.account_json(found, call.base))
+        return lambda: Reply(accounts.account_json(found(), call.base))
 
-    def account_orders(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
+    def account_orders(self, call: Call, tx: AcmeTransaction) -> Reply:
         """Section 7.1.2.1."""
-        assert account is not None
-        return Reply({"orders": orders.list_orders(self.ctx, account, params["account_id"], base)})
+        urls = orders.list_orders(tx, call.owner, call.params["account_id"], call.base)
+        return Reply({"orders": urls})
 
-    def key_change(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
+    def key_change(self, call: Call, tx: AcmeTransaction) -> Callable[[], Reply]:
         """Section 7.3.5."""
-        assert account is not None
-        updated = accounts.change_key(self.ctx, signed, account, base)
-        return Reply(accounts.account_json(updated, base))
+        roll = accounts.change_key(self.ctx, tx, call.signed, call.owner, call.base)
+        return lambda: Reply(accounts.account_json(roll(), call.base))
 
-    def new_order(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
+    def new_order(self, call: Call, tx: AcmeTransaction) -> Callable[[], Reply]:
         """Section 7.4."""
-        assert account is not None
-        order, body = orders.new_order(self.ctx, signed, account, base)
-        return Reply(body, 201, {"Location": f"{base}/order/{order.order_id}"})
+        order, store = orders.new_order(self.ctx, tx, call.signed, call.owner, call.base)
+        location = {"Location": f"{call.base}/order/{order.order_id}"}
+        return lambda: Reply(store(), 201, location)
 
-    def order(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
+    def order(self, call: Call, tx: AcmeTransaction) -> Reply:
         """Section 7.1.3, read with POST-as-GET."""
-        assert account is not None
-        _, body = orders.get_order(self.ctx, account, params["order_id"], base)
+        _, body = orders.get_order(self.ctx, tx, call.owner, call.params["order_id"], call.base)
         return Reply(body)
 
-    def finalize(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
-        """Section 7.4."""
-        assert account is not None
-        order, body = orders.finalize(self.ctx, signed, account, params["order_id"], base)
-        return Reply(body, headers={"Location": f"{base}/order/{order.order_id}"})
+    def finalize(self, call: Call, tx: AcmeTransaction) -> Callable[[], Reply]:
+        """Section 7.4: checks here, issuance once the transaction closed."""
+        order_id = call.params["order_id"]
+        issue = orders.finalize(self.ctx, tx, call.signed, call.owner, order_id, call.base)
+        location = {"Location": f"{call.base}/order/{order_id}"}
+        return lambda: Reply(issue(), headers=location)
 
-    def authorization(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
+    def authorization(self, call: Call, tx: AcmeTransaction) -> Reply | Callable[[], Reply]:
         """Sections 7.5 and 7.5.2."""
-        assert account is not None
-        body = authorizations.get_authorization(self.ctx, signed, account, params["authz_id"], base)
-        return Reply(body)
+        body = authorizations.get_authorization(
+            self.ctx, tx, call.signed, call.owner, call.params["authz_id"], call.base
+        )
+        if isinstance(body, dict):
+            return Reply(body)
+        return lambda: Reply(body())
 
-    def challenge(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
-        """Section 7.5.1: validation starts in the background once the reply is ready;
-        device-attest-01 is decided at once (``device_attest``)."""
-        assert account is not None
-        att_obj = device_attest.answer(signed)
-        body, up, started, authz = authorizations.respond(
+    def challenge(self, call: Call, tx: AcmeTransaction) -> Reply | Callable[[], Reply]:
+        """Section 7.5.1: an answer is validated once the read transaction closed
+        (``validation``); device-attest-01 is decided in the request (``device_attest``)."""
+        att_obj = device_attest.answer(call.signed)
+        challenge, authz, answered = authorizations.respond(
             self.ctx,
-            signed,
-            account,
-            params["challenge_id"],
-            base,
+            tx,
+            call.signed,
+            call.owner,
+            call.params["challenge_id"],
             precheck=device_attest.precheck(att_obj),
         )
-        after = None
-        if started is not None and started.type == device_attest.CHALLENGE_TYPE:
-            assert att_obj is not None  # the precheck refused the answer otherwise
-            key_authorization = jws.key_authorization(started.token, key)
-            body = device_attest.validate(
-                self.ctx, started, authz, key_authorization, att_obj, base
+        links = [f'<{call.base}/authz/{authz.authz_id}>;rel="up"']
+        body = messages.challenge_json(challenge, call.base)
+        if not answered:
+            return Reply(body, links=links)
+        # Section 8.1: token '.' the account key's thumbprint, stored with the account.
+        key_authorization = f"{challenge.token}.{call.owner.thumbprint}"
+        if challenge.type != device_attest.CHALLENGE_TYPE:
+            return Reply(body, links=links, validation=(challenge, authz, key_authorization))
+        assert att_obj is not None  # the precheck refused the answer otherwise
+
+        def attest() -> Reply:
+            started = authorizations.start(self.ctx, challenge, authz)
+            if started is None:  # another request started it: show it as it is now
+                now = authorizations.current(self.ctx, challenge)
+                return Reply(messages.challenge_json(now, call.base), links=links)
+            decided = device_attest.validate(
+                self.ctx, started, authz, key_authorization, att_obj, call.base
             )
-        elif started is not None:
-            key_authorization = jws.key_authorization(started.token, key)
+            return Reply(decided, links=links)
 
-            def after() -> None:
-                authorizations.schedule(self.ctx, started, authz, key_authorization)
+        return attest
 
-        return Reply(body, links=[f'<{up}>;rel="up"'], after=after)
-
-    def certificate(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
+    def certificate(self, call: Call, tx: AcmeTransaction) -> Reply:
         """Section 7.4.2."""
-        assert account is not None
-        alternate = params.get("alternate", "0")
+        alternate = call.params.get("alternate", "0")
         if not alternate.isdigit() or len(alternate) > 3:
             raise AcmeProblem("malformed", "no such alternate chain", status=404)
         chain, links = orders.certificate_chain(
-            self.ctx, account, params["order_id"], int(alternate), base
+            self.ctx, tx, call.owner, call.params["order_id"], int(alternate), call.base
         )
         return Reply(chain, links=links, media_type="application/pem-certificate-chain")
 
-    def revoke(
-        self,
-        signed: jws.SignedRequest,
-        account: AcmeAccount | None,
-        key: jose_jwk.JWK,
-        params: dict[str, str],
-        base: str,
-    ) -> Reply:
-        """Section 7.6."""
-        orders.revoke(self.ctx, signed, account, key)
-        return Reply(b"")
+    def revoke(self, call: Call, tx: AcmeTransaction) -> Callable[[], Reply]:
+        """Section 7.6: checks here, the revocation once the transaction closed."""
+        revoke_now = orders.revoke(self.ctx, tx, call.signed, call.account, call.key)
+
+        def run() -> Reply:
+            revoke_now()
+            return Reply(b"")
+
+        return run
 
 
-def _account_of(exc: IotpkiError, fallback: str | None) -> str | None:
+def _account_of(exc: IotpkiError, owner: list[str]) -> str | None:
     value = exc.data.get("acme_account")
-    return value if isinstance(value, str) else fallback
+    return value if isinstance(value, str) else (owner[0] if owner else None)
 
 
 def acme_routes(ctx: AcmeContext) -> list[BaseRoute]:
@@ -406,19 +407,20 @@ def acme_routes(ctx: AcmeContext) -> list[BaseRoute]:
         return Route(f"{_PREFIX}{path}", e.signed(handler, **options), methods=any_method)
 
     return [
-        Route(f"{_PREFIX}/directory", e.directory, methods=["GET"]),
+        # The resources of every order first: routes are tried in this order.
+        post("/authz/{authz_id}", e.authorization),
+        post("/new-order", e.new_order),
+        post("/chall/{challenge_id}", e.challenge),
+        post("/order/{order_id}/finalize", e.finalize),
+        post("/cert/{order_id}", e.certificate),
+        post("/order/{order_id}", e.order),
         Route(f"{_PREFIX}/new-nonce", e.new_nonce, methods=["GET", "HEAD"]),
+        Route(f"{_PREFIX}/directory", e.directory, methods=["GET"]),
         Route(f"{_PREFIX}/renewal-info/{{cert_id}}", e.renewal_info, methods=["GET"]),
         post("/new-account", e.new_account, jwk="required"),
         post("/acct/{account_id}", e.account),
         post("/acct/{account_id}/orders", e.account_orders),
         post("/key-change", e.key_change),
-        post("/new-order", e.new_order),
-        post("/order/{order_id}", e.order),
-        post("/order/{order_id}/finalize", e.finalize),
-        post("/authz/{authz_id}", e.authorization),
-        post("/chall/{challenge_id}", e.challenge),
-        post("/cert/{order_id}", e.certificate),
         post("/cert/{order_id}/{alternate}", e.certificate),
         post("/revoke-cert", e.revoke, jwk="allowed"),
         Route(f"{_PREFIX}/{{rest:path}}", e.unknown, methods=any_method),

@@ -15,7 +15,7 @@ __all__ = ["Job", "ValidationQueue"]
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[], Awaitable[None]]
+Job = Callable[[], Awaitable[object]]
 
 
 class ValidationQueue:

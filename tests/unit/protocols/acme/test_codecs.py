@@ -50,6 +50,23 @@ def test_bad_signature_and_mismatched_key() -> None:
     assert caught.value.kind == "badSignatureAlgorithm"
 
 
+def test_signature_is_checked_over_the_received_text() -> None:
+    key = new_key()
+    public = jws.public_key(json.loads(key.export_public()), "ES256")
+    good = _signed(key)
+    # RFC 7518 section 3.4: an ES256 signature is R || S, 64 bytes, nothing else.
+    padded = {**good, "signature": b64(jws.b64url_decode(str(good["signature"])) + b"\0")}
+    with pytest.raises(AcmeProblem) as caught:
+        jws.verify(jws.parse(json.dumps(padded).encode()), public)
+    assert caught.value.kind == "malformed"
+    # RFC 7515 section 5.2: the input is the protected header as sent, not a re-encoding.
+    header = json.loads(jws.b64url_decode(str(good["protected"])))
+    respaced = {**good, "protected": b64(json.dumps(header, indent=1).encode())}
+    with pytest.raises(AcmeProblem):
+        jws.verify(jws.parse(json.dumps(respaced).encode()), public)
+    jws.verify(jws.parse(json.dumps(good).encode()), public)
+
+
 @pytest.mark.parametrize(
     "body,kind",
     [
