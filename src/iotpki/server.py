@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -137,10 +138,10 @@ def _app(routes: Sequence[BaseRoute], service: Service, listener: str) -> ASGIAp
 
 def build_https_app(service: Service) -> ASGIApp:
     """The application behind the HTTPS listener."""
-    routes = _common_routes(service) + api_routes(service.installation.authority)
-    routes += _est_routes(service.installation)
+    # Device-facing protocols first: Starlette tries routes in order, and they carry the load.
+    routes = _est_routes(service.installation) + _acme_routes(service.installation)
+    routes += _common_routes(service) + api_routes(service.installation.authority)
     routes += scep_api_routes(service.scep)
-    routes += _acme_routes(service.installation)
     routes += _akca_routes(service.installation)
     routes += monitoring_api_routes(AdminApi(service.installation.authority), service.monitor)
     routes += web_routes(service.monitor, service.revocation.publisher.status)
@@ -368,7 +369,7 @@ def serve(inst: Installation, *, host: str, https_port: int, http_port: int) -> 
     monitoring_jobs = service.monitor.jobs()
     monitoring_jobs.start()
     try:
-        asyncio.run(main())
+        uvloop.run(main())
     finally:
         stop.set()
         service.revocation.stop()
