@@ -8,7 +8,6 @@ delay, so a burst of revocations costs one signing.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -136,9 +135,8 @@ class _Counted:
         self.count = 0
 
     def __iter__(self) -> Iterator[CrlEntry]:
-        counter = itertools.count(1)
         for entry in self._entries:
-            self.count = next(counter)
+            self.count += 1
             yield entry
 
 

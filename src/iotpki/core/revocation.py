@@ -32,7 +32,6 @@ __all__ = [
     "SingleStatus",
     "build_crl",
     "build_ocsp_response",
-    "der_integer_from_hex",
     "issuer_hashes",
     "ocsp_error",
 ]
@@ -69,13 +68,17 @@ _REASON_CODES = {
 # -- DER primitives (X.690) ---------------------------------------------------------------------
 
 
+def _head(tag: int, size: int) -> bytes:
+    """Identifier octet and definite length of an element of ``size`` octets (X.690 8.1)."""
+    if size < 0x80:
+        return bytes((tag, size))
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(length))) + length
+
+
 def _tlv(tag: int, content: bytes) -> bytes:
     """One DER element: identifier octet, definite length, contents (X.690 section 8.1)."""
-    size = len(content)
-    if size < 0x80:
-        return bytes((tag, size)) + content
-    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(length))) + length + content
+    return _head(tag, len(content)) + content
 
 
 def _seq(*parts: bytes) -> bytes:
@@ -97,16 +100,6 @@ def _oid(dotted: str) -> bytes:
 
 def _integer(value: int) -> bytes:
     return _tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
-
-
-def der_integer_from_hex(serial_hex: str) -> bytes:
-    """A DER INTEGER from a non-negative serial in hex, without going through ``int``."""
-    raw = bytes.fromhex(serial_hex if len(serial_hex) % 2 == 0 else "0" + serial_hex)
-    if not raw:
-        raw = b"\x00"
-    elif raw[0] & 0x80:
-        raw = b"\x00" + raw
-    return _tlv(0x02, raw)
 
 
 def _utc(value: datetime) -> datetime:
@@ -184,22 +177,39 @@ def _signed(tbs: bytes, key: CertificateIssuerPrivateKeyTypes) -> bytes:
 
 
 class _EntryEncoder:
-    """Encodes revokedCertificates entries, caching the parts many entries share."""
+    """Encodes revokedCertificates entries, caching the parts many entries share.
+
+    A complete CRL may hold a million entries, so the common case (a serial of at most 126
+    octets, no invalidity date) is written out inline rather than through ``_tlv``.
+    """
 
     def __init__(self) -> None:
         self._times: dict[datetime, bytes] = {}
+        # crlEntryExtensions per reason, with and without their SEQUENCE wrapper.
         self._reasons: dict[str | None, bytes] = {None: b"", "unspecified": b""}
+        self._wrapped: dict[str | None, bytes] = {None: b"", "unspecified": b""}
         for reason, code in _REASON_CODES.items():
             if code:
-                value = bytes((0x0A, 0x01, code))
-                self._reasons[str(reason)] = _extension(_OID_CRL_REASON, value)
+                extension = _extension(_OID_CRL_REASON, bytes((0x0A, 0x01, code)))
+                self._reasons[str(reason)] = extension
+                self._wrapped[str(reason)] = _tlv(0x30, extension)
 
     def _time_of(self, value: datetime) -> bytes:
-        encoded = self._times.get(value)
-        if encoded is None:
-            if len(self._times) > 100_000:
-                self._times.clear()
-            encoded = self._times[value] = _time(value)
+        """revocationDate; a naive (UTC) time before 2050 is written straight as UTCTime."""
+        if len(self._times) > 100_000:
+            self._times.clear()
+        if value.tzinfo is None and value.year < 2050:
+            encoded = b"\x17\x0d%02d%02d%02d%02d%02d%02dZ" % (
+                value.year % 100,
+                value.month,
+                value.day,
+                value.hour,
+                value.minute,
+                value.second,
+            )
+        else:
+            encoded = _time(value)
+        self._times[value] = encoded
         return encoded
 
     def encode(self, entry: CrlEntry) -> bytes:
@@ -208,13 +218,24 @@ class _EntryEncoder:
         The reason code is left out for ``unspecified`` (section 5.3.1: "SHOULD be absent").
         """
         serial, revoked_at, reason, invalidity = entry
-        extensions = self._reasons.get(reason, b"")
-        if invalidity is not None:
-            extensions += _extension(_OID_INVALIDITY_DATE, _generalized_time(invalidity))
-        body = der_integer_from_hex(serial) + self._time_of(revoked_at)
-        if extensions:
-            body += _tlv(0x30, extensions)
-        return _tlv(0x30, body)
+        if len(serial) > 252:
+            raise ValueError("a serial number longer than 126 octets")
+        raw = bytes.fromhex(serial if len(serial) % 2 == 0 else "0" + serial) or b"\x00"
+        if raw[0] & 0x80:
+            raw = b"\x00" + raw
+        revoked = self._times.get(revoked_at) or self._time_of(revoked_at)
+        if invalidity is None:
+            extensions = self._wrapped.get(reason, b"")
+        else:
+            extensions = _tlv(
+                0x30,
+                self._reasons.get(reason, b"")
+                + _extension(_OID_INVALIDITY_DATE, _generalized_time(invalidity)),
+            )
+        size = 2 + len(raw) + len(revoked) + len(extensions)
+        if size < 0x80:
+            return bytes((0x30, size, 0x02, len(raw))) + raw + revoked + extensions
+        return _head(0x30, size) + bytes((0x02, len(raw))) + raw + revoked + extensions
 
 
 def build_crl(

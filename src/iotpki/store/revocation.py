@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, delete, func, insert, select, text, type_coerce
+from sqlalchemy import Connection, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from iotpki.core.models import CertStatus
@@ -20,7 +21,19 @@ from iotpki.store.sql import SqlStore
 __all__ = ["SqlRevocationStore"]
 
 _REVOKED = str(CertStatus.REVOKED)
-_STREAM_ROWS = 20_000
+_STREAM_ROWS = 10_000
+# The literal 'revoked' lets both databases use the partial index (a bound value would not).
+_CRL_QUERY = (
+    "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates "
+    "WHERE ca_name = :ca_name AND status = 'revoked' AND not_after >= :valid_at"
+)
+_DELTA_CRL_QUERY = _CRL_QUERY + " AND revoked_at >= :since"
+
+
+def _stored_time(value: datetime, sqlite_store: bool) -> object:
+    """A bound time as UTCDateTime stores it: naive UTC, as ISO text on SQLite."""
+    naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite_store else naive
 
 
 class SqlRevocationStore:
@@ -101,28 +114,38 @@ class SqlRevocationStore:
     def revoked_entries(
         self, ca_name: str, *, valid_at: datetime, revoked_since: datetime | None = None
     ) -> Iterator[CrlEntry]:
-        """Stream the revoked, unexpired certificates of a CA in pages of rows.
+        """Stream the revoked, unexpired certificates of a CA in batches of rows.
 
-        Served by the (ca_name, status, revoked_at) index; RFC 5280 section 3.3 lets expired
-        certificates leave the CRL.
+        RFC 5280 section 3.3 lets expired certificates leave the CRL. A million rows must be read
+        in about a second, so this bypasses SQLAlchemy's per-row processing: a DBAPI cursor (a
+        server-side one on PostgreSQL) reads only the four columns, from the partial covering
+        index ``ix_certificates_crl``, in ``arraysize`` batches.
         """
-        c = s.certificates.c
-        # Plain DateTime (naive UTC, as stored): the core reads naive times as UTC, and the
-        # per-row timezone step of UTCDateTime is a third of the cost of a million rows.
-        stmt = select(
-            c.serial,
-            type_coerce(c.revoked_at, DateTime()),
-            c.revocation_reason,
-            type_coerce(c.invalidity_date, DateTime()),
-        ).where(c.ca_name == ca_name, c.status == _REVOKED, c.not_after >= valid_at)
-        if revoked_since is not None:
-            stmt = stmt.where(c.revoked_at >= revoked_since)
-        with self._engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=_STREAM_ROWS).execute(
-                stmt
-            )
-            for rows in result.partitions():
-                yield from rows
+        sql = _CRL_QUERY if revoked_since is None else _DELTA_CRL_QUERY
+        sqlite_store = self._dialect == "sqlite"
+        params = {
+            "ca_name": ca_name,
+            "valid_at": _stored_time(valid_at, sqlite_store),
+            "since": None if revoked_since is None else _stored_time(revoked_since, sqlite_store),
+        }
+        with self._engine.connect() as conn, conn.begin():  # one snapshot for the whole list
+            driver: Any = conn.connection.driver_connection
+            if sqlite_store:
+                with closing(driver.cursor()) as cursor:
+                    cursor.arraysize = _STREAM_ROWS
+                    cursor.execute(sql, params)
+                    # SQLite keeps times as ISO text, naive UTC (as CrlEntry wants them).
+                    parse = datetime.fromisoformat
+                    while rows := cursor.fetchmany():
+                        yield from [
+                            (serial, parse(revoked_at), reason, invalid and parse(invalid))
+                            for serial, revoked_at, reason, invalid in rows
+                        ]
+                return
+            with driver.cursor(name="iotpki_crl_entries") as cursor:
+                cursor.execute(re.sub(r":(\w+)", r"%(\1)s", sql), params)
+                while rows := cursor.fetchmany(_STREAM_ROWS):
+                    yield from rows  # psycopg gives naive datetimes for timestamp columns
 
     def first_revocation_since(self, ca_name: str, since: datetime) -> datetime | None:
         """The earliest revocation time at or after ``since``."""

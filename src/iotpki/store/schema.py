@@ -532,3 +532,17 @@ acme_attestations = Table(
     Column("root_subject", String(512), nullable=False),
     Index("ix_acme_attestations_order", "order_id"),
 )
+
+# -- revocation: the complete CRL's covering index (migration revocation_0002) ------------------
+
+Index(
+    "ix_certificates_crl",
+    certificates.c.ca_name,
+    certificates.c.not_after,
+    certificates.c.serial,
+    certificates.c.revoked_at,
+    certificates.c.revocation_reason,
+    certificates.c.invalidity_date,
+    sqlite_where=certificates.c.status == "revoked",
+    postgresql_where=certificates.c.status == "revoked",
+)

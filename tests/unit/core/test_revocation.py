@@ -20,10 +20,10 @@ from iotpki.core.revocation import (
     SingleStatus,
     build_crl,
     build_ocsp_response,
-    der_integer_from_hex,
     issuer_hashes,
     ocsp_error,
 )
+from iotpki.core.revocation import CrlEntry as Entry
 
 NOW = datetime(2030, 5, 4, 3, 2, 1, tzinfo=UTC)
 
@@ -55,11 +55,34 @@ def ca(ec_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     return _ca(ec_key)
 
 
-def test_der_integer_from_hex() -> None:
-    assert der_integer_from_hex("0") == b"\x02\x01\x00"
-    assert der_integer_from_hex("7f") == b"\x02\x01\x7f"
-    assert der_integer_from_hex("80") == b"\x02\x02\x00\x80"
-    assert der_integer_from_hex("abc") == b"\x02\x02\x0a\xbc"
+def _crl_of(ca: x509.Certificate, key: ec.EllipticCurvePrivateKey, entries: list[Entry]) -> bytes:
+    return build_crl(
+        issuer=ca, key=key, entries=entries, number=1, this_update=NOW, next_update=NOW
+    )
+
+
+def test_crl_entries_are_byte_exact(
+    ca: x509.Certificate, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    when = b"\x17\x0d300504030201Z"  # UTCTime of NOW
+    naive = NOW.replace(tzinfo=None)  # the store's form: naive UTC, the same encoding
+    der = _crl_of(ca, ec_key, [("0", NOW, None, None), ("7f", naive, None, None)])
+    assert b"\x30\x12\x02\x01\x00" + when + b"\x30\x12\x02\x01\x7f" + when in der
+    der = _crl_of(ca, ec_key, [("80", NOW, None, None), ("abc", NOW, "superseded", None)])
+    reason = bytes.fromhex("300c300a0603551d1504030a0104")  # crlEntryExtensions { reason 4 }
+    assert b"\x30\x13\x02\x02\x00\x80" + when in der
+    assert b"\x30\x21\x02\x02\x0a\xbc" + when + reason in der
+
+
+def test_crl_entry_with_a_long_form_length(
+    ca: x509.Certificate, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    serial = "7" + "f" * 251  # 126 octets: the entry outgrows the short length form
+    der = _crl_of(ca, ec_key, [(serial, NOW, "keyCompromise", NOW)])
+    (entry,) = list(x509.load_der_x509_crl(der))
+    assert entry.serial_number == int(serial, 16)
+    with pytest.raises(ValueError, match="126 octets"):
+        _crl_of(ca, ec_key, [(serial + "ff", NOW, None, None)])
 
 
 def test_ocsp_error_is_the_bare_status() -> None:
