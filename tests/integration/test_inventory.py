@@ -82,3 +82,17 @@ def test_filters_and_keyset_pages(fleet: tuple[Installation, SqlInventoryStore])
         "CN=pump-south-02",
         "CN=Pump-North-01",
     ]
+
+
+def test_device_prefix_pages_newest_first(fleet: tuple[Installation, SqlInventoryStore]) -> None:
+    inst, inv = fleet
+    now = inst.authority.clock.now()
+    flt = InventoryFilter(device="pump")
+    first = inv.search(flt, now, before_id=None, limit=1)
+    second = inv.search(flt, now, before_id=first[-1].id, limit=1)
+    third = inv.search(flt, now, before_id=second[-1].id, limit=1)
+    assert [r.device_id for r in first + second] == ["pump-east-05", "pump-south-02"]
+    assert third == []  # a prefix is case-sensitive: Pump-North-01 is not under "pump"
+    assert [r.subject for r in first] == ["CN=pump-east-05"] and first[0].status == "valid"
+    assert _subjects(inv, inst, device="pump-s", status="valid") == ["CN=pump-south-02"]
+    assert _subjects(inv, inst, device="pump\U0010ffff") == []

@@ -87,6 +87,7 @@ class Alerter:
         """Log and queue alerts for changes not alerted yet; returns how many were new."""
         now = self._clock.now()
         queued: list[dict[str, object]] = []
+        marked: list[tuple[int, str]] = []
         alerted = 0
         for change in changes:
             finding = change.finding
@@ -132,7 +133,8 @@ class Alerter:
                     }
                 )
             if change.event != "resolved":
-                self._store.mark_alerted(finding.id, finding.state)
+                marked.append((finding.id, finding.state))
+        self._store.mark_alerted(marked)
         self._store.add_deliveries(queued)
         return alerted
 

@@ -12,7 +12,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, column, func, or_, select, table, text
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Select,
+    and_,
+    column,
+    func,
+    or_,
+    select,
+    table,
+    text,
+)
 
 from iotpki.core.models import CertStatus
 from iotpki.monitoring.records import InventoryFilter, InventoryRow
@@ -77,6 +88,23 @@ def _columns() -> Select[Any]:
     )
 
 
+def _page_ids(
+    conditions: list[ColumnElement[bool]], limit: int, *, device: bool
+) -> ScalarSelect[int]:
+    """The page's ids, newest first: read from an index alone, the rows are fetched after.
+
+    A device-ID prefix is a range of ``ix_certificates_device_id`` (device_id, id), which covers
+    this query: the matching ids are read from the index and the newest kept (a top-N sort).
+    Ordering by ``id + 0`` stops PostgreSQL from walking the primary key backwards instead and
+    filtering: its estimate assumes the matches are spread evenly over the ids, but a prefix's
+    devices are enrolled together, so that walk reads every newer row first (400,000 for a
+    prefix matching a tenth of a million certificates).
+    """
+    c = s.certificates.c
+    order: ColumnElement[int] = c.id + 0 if device else c.id
+    return select(c.id).where(*conditions).order_by(order.desc()).limit(limit).scalar_subquery()
+
+
 class SqlInventoryStore:
     """Read queries over the certificates for the dashboard, the metrics and the report."""
 
@@ -113,11 +141,12 @@ class SqlInventoryStore:
             conditions.append(c.not_after >= flt.expires_after)
         if flt.expires_before is not None:
             conditions.append(c.not_after < flt.expires_before)
-        stmt = _columns()
-        order: ColumnElement[int] = c.id
         if flt.subject:
-            stmt, order = self._subject_match(stmt, flt.subject)
-        stmt = stmt.where(*conditions).order_by(order.desc()).limit(limit)
+            stmt, order = self._subject_match(_columns(), flt.subject)
+            stmt = stmt.where(*conditions).order_by(order.desc()).limit(limit)
+        else:
+            stmt = _columns().where(c.id.in_(_page_ids(conditions, limit, device=bool(flt.device))))
+            stmt = stmt.order_by(c.id.desc())
         with self.engine.connect() as conn:
             return [_inventory(r, now) for r in conn.execute(stmt)]
 

@@ -11,12 +11,16 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
     Connection,
     Select,
+    any_,
+    bindparam,
     case,
     delete,
     func,
@@ -45,6 +49,17 @@ __all__ = ["SqlMonitoringStore"]
 _VALID = str(CertStatus.VALID)
 _REVOKED = str(CertStatus.REVOKED)
 _CHUNK = 500
+_ARRAY_CHUNK = 10_000
+_FINDING_COLUMNS = tuple(column.name for column in s.findings.c)
+_FINDING_TIMES = tuple(
+    i for i, column in enumerate(s.findings.c) if isinstance(column.type, s.UTCDateTime)
+)
+_COPY_FINDINGS = "COPY findings ({}) FROM STDIN".format(
+    ", ".join(f'"{name}"' for name in _FINDING_COLUMNS)
+)
+_NEXT_FINDING_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('findings', 'id')) FROM generate_series(1, :n)"
+)
 
 
 def _finding(row: Row[Any]) -> FindingRecord:
@@ -84,6 +99,11 @@ def _delivery(row: Row[Any]) -> Delivery:
     )
 
 
+def _naive(value: datetime) -> datetime:
+    """A time as ``UTCDateTime`` stores it: naive UTC."""
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
 def _evidence(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, default=str)[:65536]
 
@@ -94,6 +114,26 @@ class SqlMonitoringStore:
     def __init__(self, store: SqlStore) -> None:
         self.engine = store.engine
         self.dialect = store.dialect
+        self._chunk = _ARRAY_CHUNK if self.dialect == "postgresql" else _CHUNK
+
+    def _among(self, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+        """``column IN values``; on PostgreSQL ``= ANY`` of one array parameter, which psycopg
+        sends as it is, where a placeholder per value costs it a client-side parse each time."""
+        if self.dialect == "postgresql":
+            return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        return column.in_(values)
+
+    def _findings_among(self, keys: Sequence[tuple[str, str]]) -> Select[Any]:
+        """Findings whose (check, key) may be among ``keys`` (the caller keeps the exact pairs).
+
+        Two lists rather than a row-value IN: PostgreSQL cannot use the (check, key) index for
+        the latter and scans the table once per chunk.
+        """
+        f = s.findings.c
+        return select(s.findings).where(
+            f.check.in_(sorted({c for c, _ in keys})),
+            self._among(f.key, sorted({k for _, k in keys})),
+        )
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -139,13 +179,12 @@ class SqlMonitoringStore:
             }
             missing = [k for k in by_key if k not in open_rows]
             earlier: dict[tuple[str, str], Row[Any]] = {}
-            for i in range(0, len(missing), _CHUNK):
-                chunk = missing[i : i + _CHUNK]
-                for r in conn.execute(_findings_among(chunk)):
+            for i in range(0, len(missing), self._chunk):
+                chunk = missing[i : i + self._chunk]
+                for r in conn.execute(self._findings_among(chunk)):
                     if (r.check, r.key) in by_key:
                         earlier[(r.check, r.key)] = r
             inserts: list[dict[str, Any]] = []
-            refreshed: list[int] = []
             for key, obs in by_key.items():
                 values = {
                     "severity": obs.severity,
@@ -164,25 +203,10 @@ class SqlMonitoringStore:
                     inserts.append(
                         {"check": obs.check, "key": obs.key[:256], "first_seen": now, **values}
                     )
-                elif row.status == "open" and row.state == obs.state:
-                    refreshed.append(row.id)
-                else:
+                elif row.status != "open" or row.state != obs.state:
                     conn.execute(update(s.findings).where(f.id == row.id).values(**values))
                     event = "changed" if row.status == "open" else "opened"
                     changes.append(FindingChange(event, _finding_after(row, values)))
-            for i in range(0, len(refreshed), _CHUNK):
-                conn.execute(
-                    update(s.findings)
-                    .where(f.id.in_(refreshed[i : i + _CHUNK]))
-                    .values(last_seen=now)
-                )
-            for i in range(0, len(inserts), _CHUNK):
-                # RETURNING rather than reading the rows back: within this transaction the
-                # planner has no statistics for the new rows and would scan per chunk.
-                added = conn.execute(
-                    insert(s.findings).returning(*s.findings.c), inserts[i : i + _CHUNK]
-                )
-                changes.extend(FindingChange("opened", _finding(r)) for r in added)
             gone = [r for k, r in open_rows.items() if k not in by_key]
             for i in range(0, len(gone), _CHUNK):
                 conn.execute(
@@ -190,10 +214,49 @@ class SqlMonitoringStore:
                     .where(f.id.in_([r.id for r in gone[i : i + _CHUNK]]))
                     .values(status="resolved", resolved_at=now)
                 )
+            # Every finding still open was observed in this run: one statement refreshes them.
+            conn.execute(
+                update(s.findings)
+                .where(f.status == "open", f.check.in_(list(checks)), f.last_seen != now)
+                .values(last_seen=now)
+            )
+            for values in self._insert_findings(conn, inserts):
+                changes.append(FindingChange("opened", _finding_values(values)))
             for r in gone:
                 resolved = _finding_after(r, {"status": "resolved", "resolved_at": now})
                 changes.append(FindingChange("resolved", resolved))
         return changes
+
+    def _insert_findings(
+        self, conn: Connection, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Insert new findings in one batch; the rows are returned with their ids.
+
+        The ids are taken first, so nothing is read back: on PostgreSQL from the table's
+        sequence in one query, then the rows go in by ``COPY`` (``INSERT ... RETURNING`` in
+        multi-row batches costs psycopg a client-side parse of every batch); on SQLite after the
+        highest id, under the write lock ``_write`` holds, then one ``executemany``.
+        """
+        if not rows:
+            return []
+        if self.dialect != "postgresql":
+            highest = int(conn.execute(select(func.max(s.findings.c.id))).scalar() or 0)
+            ids = range(highest + 1, highest + 1 + len(rows))
+            added = [{"id": i, "alerted_state": None, **r} for i, r in zip(ids, rows, strict=True)]
+            conn.execute(insert(s.findings), added)
+            return added
+        taken = conn.execute(_NEXT_FINDING_IDS, {"n": len(rows)}).scalars()
+        added = [{"id": i, "alerted_state": None, **r} for i, r in zip(taken, rows, strict=True)]
+        stored: dict[datetime, datetime] = {}  # the rows share their times: convert each once
+        driver: Any = conn.connection.driver_connection
+        with driver.cursor() as cursor, cursor.copy(_COPY_FINDINGS) as copy:
+            for row in added:
+                values = [row[name] for name in _FINDING_COLUMNS]
+                for i in _FINDING_TIMES:
+                    if (value := values[i]) is not None:
+                        values[i] = stored.get(value) or stored.setdefault(value, _naive(value))
+                copy.write_row(values)
+        return added
 
     def list_findings(
         self,
@@ -240,12 +303,17 @@ class SqlMonitoringStore:
             )
             return {(r[0], r[1]): int(r[2]) for r in rows}
 
-    def mark_alerted(self, finding_id: int, state: str) -> None:
-        """Remember which state of a finding has been alerted."""
+    def mark_alerted(self, alerted: Sequence[tuple[int, str]]) -> None:
+        """Remember which state of each finding (id, state) has been alerted: one batch."""
+        if not alerted:
+            return
+        stmt = (
+            update(s.findings)
+            .where(s.findings.c.id == bindparam("finding_id"))
+            .values(alerted_state=bindparam("alerted"))
+        )
         with self._write() as conn:
-            conn.execute(
-                update(s.findings).where(s.findings.c.id == finding_id).values(alerted_state=state)
-            )
+            conn.execute(stmt, [{"finding_id": i, "alerted": state} for i, state in alerted])
 
     # -- usage evidence ---------------------------------------------------------------------
 
@@ -487,12 +555,12 @@ class SqlMonitoringStore:
             rows = [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(stmt)]
             devices = sorted({r[3] for r in rows if r[3] is not None})
             latest: dict[str, datetime] = {}
-            for i in range(0, len(devices), _CHUNK):
+            for i in range(0, len(devices), self._chunk):
                 # Only the device index may serve this (status is filtered here): with a
                 # status condition SQLite prefers the status index and scans the fleet.
                 chunk = conn.execute(
                     select(c.device_id, c.status, c.not_after).where(
-                        c.device_id.in_(devices[i : i + _CHUNK])
+                        self._among(c.device_id, devices[i : i + self._chunk])
                     )
                 )
                 for device, status, not_after in chunk:
@@ -676,16 +744,9 @@ class SqlMonitoringStore:
         return None if row is None else (row.role, row.password_hash, bool(row.disabled))
 
 
-def _findings_among(keys: Sequence[tuple[str, str]]) -> Select[Any]:
-    """Findings whose (check, key) may be among ``keys`` (the caller keeps the exact pairs).
-
-    Two IN lists rather than a row-value IN: PostgreSQL cannot use the (check, key) index for
-    the latter and scans the table once per chunk.
-    """
-    f = s.findings.c
-    return select(s.findings).where(
-        f.check.in_(sorted({c for c, _ in keys})), f.key.in_(sorted({k for _, k in keys}))
-    )
+def _finding_values(values: dict[str, Any]) -> FindingRecord:
+    """The record of a finding from the values it was inserted with."""
+    return FindingRecord(**{**values, "evidence": json.loads(values["evidence"])})
 
 
 def _finding_after(row: Row[Any], values: dict[str, Any]) -> FindingRecord:

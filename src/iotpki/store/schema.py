@@ -546,3 +546,7 @@ Index(
     sqlite_where=certificates.c.status == "revoked",
     postgresql_where=certificates.c.status == "revoked",
 )
+
+# -- the inventory's device-ID prefix page (migration monitoring_0003) ---------------------------
+
+Index("ix_certificates_device_id", certificates.c.device_id, certificates.c.id)
