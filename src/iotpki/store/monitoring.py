@@ -7,10 +7,9 @@ certificates' id, so a page costs the same on the first and the millionth row).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +41,7 @@ from iotpki.monitoring.records import (
     UsageEvent,
 )
 from iotpki.store import schema as s
+from iotpki.store.locks import advisory_lock
 from iotpki.store.sql import SqlStore
 
 __all__ = ["SqlMonitoringStore"]
@@ -142,24 +142,9 @@ class SqlMonitoringStore:
             with conn.begin():
                 yield conn
 
-    @contextmanager
-    def exclusive(self, name: str) -> Iterator[bool]:
-        """A PostgreSQL session advisory lock held for the block; SQLite has a single host."""
-        if self.dialect != "postgresql":
-            yield True
-            return
-        key = int.from_bytes(
-            hashlib.sha256(f"iotpki:{name}".encode()).digest()[:8], "big", signed=True
-        )
-        with self.engine.connect() as conn:
-            held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-            conn.commit()
-            try:
-                yield held
-            finally:
-                if held:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
+    def exclusive(self, name: str) -> AbstractContextManager[bool]:
+        """A lock held by one replica at a time (see ``store.locks``)."""
+        return advisory_lock(self.engine, name)
 
     # -- findings ---------------------------------------------------------------------------
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, text
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from iotpki.core.models import CertStatus
 from iotpki.core.publication import CrlKind, CrlRecord, StatusRow
 from iotpki.core.revocation import CrlEntry
 from iotpki.store import schema as s
+from iotpki.store.locks import advisory_lock
 from iotpki.store.sql import SqlStore
 
 __all__ = ["SqlRevocationStore"]
@@ -185,21 +185,6 @@ class SqlRevocationStore:
             )
             return [(r.id, r.serial, r.status, r.revoked_at, r.revocation_reason) for r in rows]
 
-    @contextmanager
-    def exclusive(self, name: str) -> Iterator[bool]:
-        """A PostgreSQL session advisory lock (``pg_try_advisory_lock``); SQLite has one host."""
-        if self._dialect != "postgresql":
-            yield True
-            return
-        key = int.from_bytes(
-            hashlib.sha256(f"iotpki:{name}".encode()).digest()[:8], "big", signed=True
-        )
-        with self._engine.connect() as conn:
-            held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-            conn.commit()
-            try:
-                yield held
-            finally:
-                if held:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
+    def exclusive(self, name: str) -> AbstractContextManager[bool]:
+        """A lock held by one replica at a time (see ``store.locks``)."""
+        return advisory_lock(self._engine, name)
