@@ -28,7 +28,7 @@ from iotpki.core.models import CertificateQuery, CertStatus, Role
 from iotpki.installation import Installation
 from iotpki.monitoring.service import Monitor
 
-from conftest import device_csr, make_installation
+from conftest import ManualClock, device_csr, make_installation
 
 pytestmark = pytest.mark.interop
 
@@ -68,12 +68,14 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[tuple[Installation, dict[Role, str]]]:
-    inst = make_installation(tmp_path / "home")
+    clock = ManualClock()
+    inst = make_installation(tmp_path / "home", clock=clock)
     for i, name in enumerate(["pump-north-01", "pump-south-02", "valve-03", "gateway-04"]):
         inst.authority.issue(
             device_csr(name), profile="device", lifetime=timedelta(days=3 + 40 * i), actor="test"
         )
-    Monitor(inst).scan()  # pump-north-01 expires within the warning threshold: a finding
+    clock.advance(timedelta(days=2, hours=12))
+    Monitor(inst).scan()  # pump-north-01 has under a quarter of its life left: a finding
     tokens = {
         role: create_token(inst.store, inst.authority.clock, role=role, description="", actor="t")[
             0

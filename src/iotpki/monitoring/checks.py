@@ -44,12 +44,25 @@ ENROLLMENT_FAILURE_ACTIONS = (
 )
 
 
-def _severity(remaining: timedelta, thresholds: ExpiryThresholds) -> str | None:
+def _severity(
+    remaining: timedelta, thresholds: ExpiryThresholds, lifetime: timedelta | None = None
+) -> str | None:
+    """Severity of a certificate's remaining life, or None while it is healthy.
+
+    For a short-lived certificate the day thresholds shrink to a quarter (warning) and a tenth
+    (high) of its lifetime: a 30-day device certificate that its agent renews with a third of
+    its life left is not "expiring" from the day it is issued, nor a 7-day OCSP responder
+    certificate that the server renews itself.
+    """
+    warning = timedelta(days=thresholds.warning_days)
+    critical = timedelta(days=thresholds.critical_days)
+    if lifetime is not None:
+        warning, critical = min(warning, lifetime / 4), min(critical, lifetime / 10)
     if remaining <= timedelta(0):
         return "critical"
-    if remaining <= timedelta(days=thresholds.critical_days):
+    if remaining <= critical:
         return "high"
-    if remaining <= timedelta(days=thresholds.warning_days):
+    if remaining <= warning:
         return "medium"
     return None
 
@@ -70,10 +83,10 @@ def expiry_observations(
         now + timedelta(days=horizon_days),
         now - timedelta(days=settings.expired_lookback_days),
     )
-    for serial, ca_name, profile, device_id, subject, not_after in rows:
+    for serial, ca_name, profile, device_id, subject, not_after, not_before in rows:
         thresholds = settings.expiry_profiles.get(profile, settings.expiry)
         remaining = not_after - now
-        severity = _severity(remaining, thresholds)
+        severity = _severity(remaining, thresholds, not_after - not_before)
         if severity is None:
             continue
         expired = remaining <= timedelta(0)

@@ -523,11 +523,14 @@ class SqlMonitoringStore:
 
     def expiring(
         self, now: datetime, horizon: datetime, expired_since: datetime
-    ) -> list[tuple[str, str, str, str | None, str, datetime]]:
+    ) -> list[tuple[str, str, str, str | None, str, datetime, datetime]]:
         """Valid certificates ending before ``horizon`` (and not before ``expired_since``) whose
-        device holds no later certificate: (serial, CA, profile, device, subject, not_after)."""
+        device holds no later certificate:
+        (serial, CA, profile, device, subject, not_after, not_before)."""
         c = s.certificates.c
-        stmt = select(c.serial, c.ca_name, c.profile, c.device_id, c.subject, c.not_after).where(
+        stmt = select(
+            c.serial, c.ca_name, c.profile, c.device_id, c.subject, c.not_after, c.not_before
+        ).where(
             c.status == _VALID,
             c.not_after < horizon,
             c.not_after >= expired_since,
@@ -537,7 +540,7 @@ class SqlMonitoringStore:
         # (the device index), not as a correlated subquery, which SQLite plans by expiry and
         # so turns quadratic on a large fleet.
         with self.engine.connect() as conn:
-            rows = [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(stmt)]
+            rows = [(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in conn.execute(stmt)]
             devices = sorted({r[3] for r in rows if r[3] is not None})
             latest: dict[str, datetime] = {}
             for i in range(0, len(devices), self._chunk):
