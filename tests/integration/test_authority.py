@@ -237,3 +237,29 @@ def test_settings_changes_are_audited(tmp_path: Path, clock: ManualClock) -> Non
     assert len(events) == 2
     assert events[-1].data["changed"] == ["organization"]
     assert "test-passphrase" not in str(events[-1].data)
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        KeyAlgorithm.P384,
+        KeyAlgorithm.RSA3072,
+        KeyAlgorithm.ED25519,
+        KeyAlgorithm.MLDSA44,
+        KeyAlgorithm.MLDSA65,
+    ],
+)
+def test_every_ca_algorithm_issues_linted_certificates(
+    tmp_path: Path, clock: ManualClock, algorithm: KeyAlgorithm
+) -> None:
+    from iotpki.installation import open_installation
+
+    from conftest import make_settings
+
+    inst = open_installation(make_settings(tmp_path / "home"), create=True, clock=clock)
+    inst.initialise(root_algorithm=algorithm, issuing_algorithm=algorithm, actor="t")
+    issued = inst.authority.issue(device_csr("dev-1"), profile="device", actor="t")
+    issued.certificate.verify_directly_issued_by(issued.chain[1])
+    issued.chain[1].verify_directly_issued_by(inst.authority.chain("issuing")[-1])
+    inst.authority.lint_pending()
+    assert inst.authority.get(issued.record.serial).lint_status == "pass"
