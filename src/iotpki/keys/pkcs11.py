@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote_to_bytes
 
 import pkcs11
@@ -37,6 +37,8 @@ from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from iotpki.core.models import KeyAlgorithm
 from iotpki.errors import BackendError, ConfigError, KeyMissing
+from iotpki.keys.held import HeldEcKey, HeldEd25519Key, HeldKey, HeldRsaKey
+from iotpki.keys.held import digest as held_digest
 
 __all__ = ["Pkcs11Backend"]
 
@@ -376,7 +378,14 @@ class Pkcs11Backend:
         )
 
 
-class _TokenEcKey(ec.EllipticCurvePrivateKey):
+class _TokenKey(HeldKey):
+    """How a key on the token words its refusals."""
+
+    where = "PKCS#11"
+    export_refusal = "is non-extractable; it never leaves the token"
+
+
+class _TokenEcKey(_TokenKey, HeldEcKey):
     """An EC private key on the token: ECDSA over a digest made in Python."""
 
     def __init__(
@@ -386,87 +395,33 @@ class _TokenEcKey(ec.EllipticCurvePrivateKey):
         key_ref: str,
         public: ec.EllipticCurvePublicKey,
     ) -> None:
+        HeldEcKey.__init__(self, key_ref, public)
         self._backend = backend
         self._key_id = key_id
-        self._key_ref = key_ref
-        self._public = public
-
-    def __repr__(self) -> str:
-        return f"<PKCS#11 EC {self._public.curve.name} key {self._key_ref}>"
-
-    @property
-    def curve(self) -> ec.EllipticCurve:
-        """The curve of the key."""
-        return self._public.curve
-
-    @property
-    def key_size(self) -> int:
-        """Bit size of the curve's order."""
-        return self._public.key_size
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        """The public half, as read from the token."""
-        return self._public
 
     def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         """ECDSA: hash here, CKM_ECDSA on the token, then DER-encode the raw ``r || s``."""
         if not isinstance(signature_algorithm, ec.ECDSA):
-            _refuse(self._key_ref, f"{type(signature_algorithm).__name__} signatures")
+            self._refuse(f"{type(signature_algorithm).__name__} signatures")
         if signature_algorithm.deterministic_signing:
-            _refuse(self._key_ref, "deterministic ECDSA (RFC 6979); the token picks its nonce")
-        digest = _digest(data, signature_algorithm.algorithm)
+            self._refuse("deterministic ECDSA (RFC 6979); the token picks its nonce")
+        digest = held_digest(data, signature_algorithm.algorithm)
         raw = self._backend._sign(self._key_id, self._key_ref, digest, Mechanism.ECDSA)
         half = len(raw) // 2  # CKM_ECDSA returns r || s, each as long as the group order
         return encode_dss_signature(
             int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
         )
 
-    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
-        """Refused: a CA key only signs."""
-        _refuse(self._key_ref, "key agreement")
 
-    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
-        """Refused: the key never leaves the token."""
-        _refuse_export(self._key_ref)
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Refused: the key never leaves the token."""
-        _refuse_export(self._key_ref)
-
-    def __copy__(self) -> _TokenEcKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _TokenEcKey:
-        return self
-
-
-class _TokenRsaKey(rsa.RSAPrivateKey):
+class _TokenRsaKey(_TokenKey, HeldRsaKey):
     """An RSA private key on the token: PKCS#1 v1.5 or PSS over a digest made in Python."""
 
     def __init__(
         self, backend: Pkcs11Backend, key_id: bytes, key_ref: str, public: rsa.RSAPublicKey
     ) -> None:
+        HeldRsaKey.__init__(self, key_ref, public)
         self._backend = backend
         self._key_id = key_id
-        self._key_ref = key_ref
-        self._public = public
-
-    def __repr__(self) -> str:
-        return f"<PKCS#11 RSA-{self.key_size} key {self._key_ref}>"
-
-    @property
-    def key_size(self) -> int:
-        """Bit length of the modulus."""
-        return self._public.key_size
-
-    def public_key(self) -> rsa.RSAPublicKey:
-        """The public half, as read from the token."""
-        return self._public
 
     def sign(
         self,
@@ -477,20 +432,20 @@ class _TokenRsaKey(rsa.RSAPrivateKey):
         """Hash here; the token applies CKM_RSA_PKCS to the DigestInfo or CKM_RSA_PKCS_PSS."""
         if isinstance(algorithm, NoDigestInfo):
             if not isinstance(padding, asym_padding.PKCS1v15):
-                _refuse(self._key_ref, "PSS without a hash")
+                self._refuse("PSS without a hash")
             return self._backend._sign(self._key_id, self._key_ref, data, Mechanism.RSA_PKCS)
         hash_algorithm = algorithm._algorithm if isinstance(algorithm, Prehashed) else algorithm
-        digest = _digest(data, algorithm)
+        digest = held_digest(data, algorithm)
         if isinstance(padding, asym_padding.PKCS1v15):
             prefix = _DIGEST_INFO_PREFIX.get(hash_algorithm.name)
             if prefix is None:
-                _refuse(self._key_ref, f"PKCS#1 v1.5 signatures with {hash_algorithm.name}")
+                self._refuse(f"PKCS#1 v1.5 signatures with {hash_algorithm.name}")
             return self._backend._sign(
                 self._key_id, self._key_ref, prefix + digest, Mechanism.RSA_PKCS
             )
         if isinstance(padding, asym_padding.PSS):
             return self._sign_pss(digest, hash_algorithm, padding)
-        _refuse(self._key_ref, f"{padding.name} padding")
+        self._refuse(f"{padding.name} padding")
 
     def _sign_pss(
         self, digest: bytes, hash_algorithm: hashes.HashAlgorithm, pss: asym_padding.PSS
@@ -502,44 +457,21 @@ class _TokenRsaKey(rsa.RSAPrivateKey):
         )
         hash_mechanism = _PSS_HASH.get(hash_algorithm.name)
         if hash_mechanism is None or mgf_hash is None:
-            _refuse(self._key_ref, f"PSS with {hash_algorithm.name} and this MGF")
+            self._refuse(f"PSS with {hash_algorithm.name} and this MGF")
         salt = pss._salt_length
         if isinstance(salt, asym_padding._MaxLength):
             salt = asym_padding.calculate_max_pss_salt_length(self._public, hash_algorithm)
         elif isinstance(salt, asym_padding._DigestLength):
             salt = hash_algorithm.digest_size
         elif not isinstance(salt, int):
-            _refuse(self._key_ref, "PSS.AUTO, which only verification can use")
+            self._refuse("PSS.AUTO, which only verification can use")
         param = (hash_mechanism[0], mgf_hash[1], salt)
         return self._backend._sign(
             self._key_id, self._key_ref, digest, Mechanism.RSA_PKCS_PSS, param
         )
 
-    def decrypt(self, ciphertext: bytes, padding: asym_padding.AsymmetricPadding) -> bytes:
-        """Refused: a CA key only signs."""
-        _refuse(self._key_ref, "decryption")
 
-    def private_numbers(self) -> rsa.RSAPrivateNumbers:
-        """Refused: the key never leaves the token."""
-        _refuse_export(self._key_ref)
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Refused: the key never leaves the token."""
-        _refuse_export(self._key_ref)
-
-    def __copy__(self) -> _TokenRsaKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _TokenRsaKey:
-        return self
-
-
-class _TokenEd25519Key(ed25519.Ed25519PrivateKey):
+class _TokenEd25519Key(_TokenKey, HeldEd25519Key):
     """An Ed25519 private key on the token: pure EdDSA (CKM_EDDSA) over the whole message."""
 
     def __init__(
@@ -549,40 +481,13 @@ class _TokenEd25519Key(ed25519.Ed25519PrivateKey):
         key_ref: str,
         public: ed25519.Ed25519PublicKey,
     ) -> None:
+        HeldEd25519Key.__init__(self, key_ref, public)
         self._backend = backend
         self._key_id = key_id
-        self._key_ref = key_ref
-        self._public = public
-
-    def __repr__(self) -> str:
-        return f"<PKCS#11 Ed25519 key {self._key_ref}>"
-
-    def public_key(self) -> ed25519.Ed25519PublicKey:
-        """The public half, as read from the token."""
-        return self._public
 
     def sign(self, data: Buffer) -> bytes:
         """RFC 8032 Ed25519: the token hashes the message itself."""
         return self._backend._sign(self._key_id, self._key_ref, bytes(data), Mechanism.EDDSA)
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Refused: the key never leaves the token."""
-        _refuse_export(self._key_ref)
-
-    def private_bytes_raw(self) -> bytes:
-        """Refused: the key never leaves the token."""
-        _refuse_export(self._key_ref)
-
-    def __copy__(self) -> _TokenEd25519Key:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _TokenEd25519Key:
-        return self
 
 
 def _format_ref(key_id: bytes, label: str) -> str:
@@ -609,30 +514,3 @@ def _describe(exc: p11.PKCS11Error) -> str:
     """The PKCS#11 error's name (the CKR_ code) and any message python-pkcs11 gave it."""
     message = str(exc).strip()
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def _digest(data: Buffer, algorithm: Prehashed | hashes.HashAlgorithm) -> bytes:
-    """The digest to send to the token: computed here, or checked when the caller made it."""
-    if isinstance(algorithm, Prehashed):
-        digest = bytes(data)
-        if len(digest) != algorithm.digest_size:
-            raise ValueError(
-                f"a prehashed {algorithm._algorithm.name} digest has {algorithm.digest_size} "
-                f"bytes, not {len(digest)}"
-            )
-        return digest
-    hasher = hashes.Hash(algorithm)
-    hasher.update(data)
-    return hasher.finalize()
-
-
-def _refuse(key_ref: str, what: str) -> NoReturn:
-    """Raise for an operation the token key does not offer."""
-    raise BackendError(f"PKCS#11 key {key_ref} does not support {what}", key_ref=key_ref)
-
-
-def _refuse_export(key_ref: str) -> NoReturn:
-    """Raise for any attempt to read the private key out of the token."""
-    raise BackendError(
-        f"PKCS#11 key {key_ref} is non-extractable; it never leaves the token", key_ref=key_ref
-    )

@@ -49,6 +49,8 @@ from tpm2_pytss.types import (
 from iotpki.core.attestation import key_authorization_digest
 from iotpki.core.models import KeyAlgorithm
 from iotpki.errors import BackendError, ConfigError, KeyMissing
+from iotpki.keys.held import HeldEcKey, HeldKey, HeldRsaKey
+from iotpki.keys.held import digest as held_digest
 
 __all__ = ["EK_CERT_NV_INDEX", "EK_HANDLE", "SRK_HANDLE", "TpmBackend"]
 
@@ -341,11 +343,8 @@ def _der_signature(signature: Any) -> bytes:
 
 def _digest(data: Buffer, algorithm: Prehashed | hashes.HashAlgorithm) -> tuple[bytes, str]:
     """The digest to send to the TPM and the name of its hash."""
-    if isinstance(algorithm, Prehashed):
-        return bytes(data), algorithm._algorithm.name
-    hasher = hashes.Hash(algorithm)
-    hasher.update(data)
-    return hasher.finalize(), algorithm.name
+    name = algorithm._algorithm.name if isinstance(algorithm, Prehashed) else algorithm.name
+    return held_digest(data, algorithm), name
 
 
 def _refuse(key_ref: str, what: str) -> NoReturn:
@@ -353,32 +352,21 @@ def _refuse(key_ref: str, what: str) -> NoReturn:
     raise BackendError(f"TPM key {key_ref} does not support {what}", key_ref=key_ref)
 
 
-class TpmEcKey(ec.EllipticCurvePrivateKey):
+class _TpmKey(HeldKey):
+    """How a key in the TPM words its refusals."""
+
+    where = "TPM"
+    export_refusal = "does not support export (fixedTPM)"
+
+
+class TpmEcKey(_TpmKey, HeldEcKey):
     """An EC key in the TPM: ECDSA over a digest made in Python."""
 
     def __init__(
         self, backend: TpmBackend, key_ref: str, public: ec.EllipticCurvePublicKey
     ) -> None:
+        HeldEcKey.__init__(self, key_ref, public)
         self._backend = backend
-        self._key_ref = key_ref
-        self._public = public
-
-    def __repr__(self) -> str:
-        return f"<TPM EC {self._public.curve.name} key {self._key_ref}>"
-
-    @property
-    def curve(self) -> ec.EllipticCurve:
-        """The curve of the key."""
-        return self._public.curve
-
-    @property
-    def key_size(self) -> int:
-        """Bit size of the curve's order."""
-        return self._public.key_size
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        """The public half."""
-        return self._public
 
     def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         """ECDSA in the TPM (TPM2_Sign with TPM_ALG_ECDSA), DER-encoded."""
@@ -386,53 +374,17 @@ class TpmEcKey(ec.EllipticCurvePrivateKey):
             not isinstance(signature_algorithm, ec.ECDSA)
             or signature_algorithm.deterministic_signing
         ):
-            _refuse(self._key_ref, "anything but randomised ECDSA")
+            self._refuse("anything but randomised ECDSA")
         digest, hash_name = _digest(data, signature_algorithm.algorithm)
         return _der_signature(self._backend._sign(self._key_ref, digest, TPM2_ALG.ECDSA, hash_name))
 
-    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
-        """Refused: a device key created for signing only."""
-        _refuse(self._key_ref, "key agreement")
 
-    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
-        """Refused: the key never leaves the TPM."""
-        _refuse(self._key_ref, "export (fixedTPM)")
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Refused: the key never leaves the TPM."""
-        _refuse(self._key_ref, "export (fixedTPM)")
-
-    def __copy__(self) -> TpmEcKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TpmEcKey:
-        return self
-
-
-class TpmRsaKey(rsa.RSAPrivateKey):
+class TpmRsaKey(_TpmKey, HeldRsaKey):
     """An RSA key in the TPM: PKCS#1 v1.5 (TPM_ALG_RSASSA) over a digest made in Python."""
 
     def __init__(self, backend: TpmBackend, key_ref: str, public: rsa.RSAPublicKey) -> None:
+        HeldRsaKey.__init__(self, key_ref, public)
         self._backend = backend
-        self._key_ref = key_ref
-        self._public = public
-
-    def __repr__(self) -> str:
-        return f"<TPM RSA-{self.key_size} key {self._key_ref}>"
-
-    @property
-    def key_size(self) -> int:
-        """Bit length of the modulus."""
-        return self._public.key_size
-
-    def public_key(self) -> rsa.RSAPublicKey:
-        """The public half."""
-        return self._public
 
     def sign(
         self,
@@ -444,31 +396,8 @@ class TpmRsaKey(rsa.RSAPrivateKey):
         if not isinstance(padding, asym_padding.PKCS1v15) or not isinstance(
             algorithm, (Prehashed, hashes.HashAlgorithm)
         ):
-            _refuse(self._key_ref, "padding other than PKCS#1 v1.5")
+            self._refuse("padding other than PKCS#1 v1.5")
         digest, hash_name = _digest(data, algorithm)
         return _der_signature(
             self._backend._sign(self._key_ref, digest, TPM2_ALG.RSASSA, hash_name)
         )
-
-    def decrypt(self, ciphertext: bytes, padding: asym_padding.AsymmetricPadding) -> bytes:
-        """Refused: a device key created for signing only."""
-        _refuse(self._key_ref, "decryption")
-
-    def private_numbers(self) -> rsa.RSAPrivateNumbers:
-        """Refused: the key never leaves the TPM."""
-        _refuse(self._key_ref, "export (fixedTPM)")
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Refused: the key never leaves the TPM."""
-        _refuse(self._key_ref, "export (fixedTPM)")
-
-    def __copy__(self) -> TpmRsaKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> TpmRsaKey:
-        return self
