@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from iotpki.core.device_id import is_device_id
 from iotpki.errors import ConfigError
 
 __all__ = ["AgentConfig", "load_config"]
@@ -55,6 +56,8 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if not self.server.startswith("https://"):
             raise ConfigError("server must be an https:// URL")
+        if not is_device_id(self.device_id):
+            raise ConfigError(f"device_id {self.device_id[:64]!r} is not a valid device ID")
         if self.key_algorithm not in _KEY_ALGORITHMS:
             raise ConfigError(f"key_algorithm must be one of {', '.join(_KEY_ALGORITHMS)}")
         if self.key_store not in ("file", "pkcs11", "tpm"):

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import NameOID
 
 from iotpki.core.authority import Authority, Issued, RecordHook, serial_hex
+from iotpki.core.device_id import check_device_id, is_device_id
 from iotpki.core.keytypes import algorithm_of, generate_private_key, signature_hash
 from iotpki.core.models import (
     ApprovalRecord,
@@ -238,7 +239,7 @@ class Enrollment:
     ) -> DeviceRecord:
         """Add a device to the registry, optionally bound to its IDevID."""
         with self._audited(actor, "est.device.register", device_id):
-            _check_device_id(device_id)
+            check_device_id(device_id)
             if (bootstrap_ca is None) != (idevid is None):
                 raise RequestError("name both the bootstrap CA and the IDevID, or neither")
             now = self._now()
@@ -280,7 +281,7 @@ class Enrollment:
     ) -> tuple[str, EnrollmentSecretRecord]:
         """A one-time enrollment secret for one device; the string is shown once only."""
         with self._audited(actor, "est.secret.create", device_id):
-            _check_device_id(device_id)
+            check_device_id(device_id)
             if profile is not None:
                 self._device_profile(profile)
             lifetime = lifetime or self.config.default_secret_lifetime
@@ -395,6 +396,8 @@ class Enrollment:
         """
         actor = f"est:secret:{device_id[:128]}"
         with self._audited(actor, "est.authenticate", device_id[:128]):
+            if not is_device_id(device_id):
+                raise AuthError("the user name is not a valid device ID")
             now = self._now()
             with self._store.transaction(readonly=True) as tx:
                 stored = tx.enrollment_secrets(device_id)
@@ -587,11 +590,6 @@ class Enrollment:
             if not csr.is_signature_valid:
                 raise BadSignature("the CSR's signature does not verify")
             return self.authority.renew(current.serial, ca=current.ca_name, csr=csr, actor=actor)
-
-
-def _check_device_id(device_id: str) -> None:
-    if not device_id or len(device_id) > 128 or not device_id.isprintable():
-        raise RequestError("not a valid device ID", device_id=device_id[:128])
 
 
 def _check_active(tx: StoreTransaction, device_id: str) -> None:

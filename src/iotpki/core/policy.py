@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, m
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from iotpki.core.device_id import is_device_id
 from iotpki.core.keyquality import weaknesses
 from iotpki.core.keytypes import describe_key, generate_private_key, signature_hash
 from iotpki.core.models import KeyAlgorithm
@@ -47,7 +48,6 @@ __all__ = [
 LintMode = Literal["always", "sample", "off"]
 Identity = Literal["device", "server", "ca", "responder"]
 
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -392,7 +392,7 @@ def _resolve_device_id(cn: str | None, device_id: str | None) -> str:
         )
     if device_id is None:
         raise PolicyViolation("a device certificate needs a device ID (or a commonName)")
-    if not _DEVICE_ID.match(device_id):
+    if not is_device_id(device_id):
         raise PolicyViolation(f"not a valid device ID: {device_id!r}", device_id=device_id)
     return device_id
 

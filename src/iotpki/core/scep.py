@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import threading
 import time
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from iotpki.core.authority import Authority, Issued, serial_hex
+from iotpki.core.device_id import check_device_id
 from iotpki.core.keytypes import key_fingerprint
 from iotpki.core.models import (
     CertificateRecord,
@@ -49,7 +49,6 @@ __all__ = [
 ]
 
 RA_PROFILE = "scep-ra"
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _RA_CACHE_SECONDS = 30.0
 _MAX_CHALLENGE_LIFETIME = timedelta(days=90)
 
@@ -122,8 +121,7 @@ class ScepService:
         approval: bool = False,
     ) -> tuple[str, ScepChallengeRecord]:
         """A one-time challenge password for one device; only its hash is stored."""
-        if not _DEVICE_ID.match(device_id):
-            raise RequestError(f"not a valid device ID: {device_id!r}", field="device_id")
+        check_device_id(device_id)
         if not timedelta(0) < lifetime <= _MAX_CHALLENGE_LIFETIME:
             raise RequestError("a challenge password lives from 1 second to 90 days")
         if self._profiles is not None and profile not in self._profiles:

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from iotpki.core.acme_ports import AcmeAuthorization, AcmeChallenge, AcmeOrder, Identifier
+from iotpki.core.device_id import is_device_id
 from iotpki.core.models import RevocationReason
 from iotpki.protocols.acme.jws import b64url_decode, b64url_encode
 from iotpki.protocols.acme.problems import AcmeProblem
@@ -31,7 +32,6 @@ __all__ = [
 ]
 
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # RFC 4108 HardwareModuleName as draft-ietf-acme-device-attest names it: "<hwType OID>:<hex>".
 _HARDWARE_MODULE = re.compile(r"^[0-2](?:\.[0-9]{1,9}){1,20}:[0-9a-f]{2,128}$")
 _DEVICE_KINDS = ("permanent-identifier", "hardware-module")
@@ -89,7 +89,7 @@ def _identifier(item: object) -> Identifier:
         except ValueError:
             raise AcmeProblem("malformed", f"not an IP address: {value!r}") from None
     if kind == "permanent-identifier":
-        if not _DEVICE_ID.match(value):
+        if not is_device_id(value):
             raise AcmeProblem("rejectedIdentifier", f"not a valid device serial: {value!r}")
         return ("permanent-identifier", value)
     if kind == "hardware-module":
