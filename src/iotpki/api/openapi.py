@@ -199,6 +199,17 @@ def openapi_document() -> dict[str, Any]:
                         }
                     ),
                     "responses": _responses("201", {"type": "object"}),
+                },
+                "get": {
+                    "summary": "List API tokens, revoked ones included (admin)",
+                    "responses": _responses("200", _items("Token")),
+                },
+            },
+            "/api/v1/tokens/{token_id}": {
+                "delete": {
+                    "summary": "Revoke an API token and its dashboard sessions at once (admin)",
+                    "parameters": [_path_param("token_id")],
+                    "responses": _responses("200", _ref("Token")),
                 }
             },
             "/api/v1/audit/verify": {
@@ -293,6 +304,17 @@ _PAGING = [
 ]
 
 _SCHEMAS: dict[str, Any] = {
+    "Token": _object(
+        {
+            "token_id": {"type": "string"},
+            "description": {"type": "string"},
+            "role": {"type": "string"},
+            "created_at": _TIME,
+            "expires_at": _TIME_OR_NULL,
+            "revoked": {"type": "boolean"},
+        },
+        ("token_id", "role", "revoked"),
+    ),
     "Device": _object(
         {"device_id": {"type": "string"}, "status": {"type": "string"}},
         ("device_id", "status"),

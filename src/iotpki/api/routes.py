@@ -87,6 +87,17 @@ def _ca_json(record: CARecord, now: datetime) -> dict[str, Any]:
     return body
 
 
+def _token_json(record: ApiTokenRecord) -> dict[str, Any]:
+    return {
+        "token_id": record.token_id,
+        "description": record.description,
+        "role": str(record.role),
+        "created_at": record.created_at.isoformat(),
+        "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+        "revoked": record.revoked,
+    }
+
+
 async def _json_body(request: Request, limit: int = _BODY_LIMIT) -> dict[str, Any]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise RequestError("expected Content-Type: application/json")
@@ -320,6 +331,24 @@ class AdminApi:
             {"token": token, "token_id": record.token_id, "role": str(role)}, status_code=201
         )
 
+    async def list_tokens(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """GET /tokens: every token, revoked ones included (admin only); never a secret."""
+        records = await run_in_threadpool(access.list_tokens, self.authority.store)
+        await run_in_threadpool(self._audit_read, caller, "tokens.list", "")
+        return JSONResponse({"items": [_token_json(r) for r in records]})
+
+    async def revoke_token(self, request: Request, caller: ApiTokenRecord) -> Response:
+        """DELETE /tokens/{token_id}: revoke at once, with its dashboard sessions (admin only)."""
+        record = await run_in_threadpool(
+            lambda: access.revoke_token(
+                self.authority.store,
+                self.authority.clock,
+                request.path_params["token_id"],
+                actor=f"api:{caller.token_id}",
+            )
+        )
+        return JSONResponse(_token_json(record))
+
     async def verify_audit(self, request: Request, caller: ApiTokenRecord) -> Response:
         """GET /audit/verify: walk the hash chain."""
         from iotpki.core.audit import verify_chain
@@ -361,5 +390,7 @@ def api_routes(authority: Authority) -> list[BaseRoute]:
         Route("/api/v1/cas", e("ca:read", api.list_cas), methods=["GET"]),
         Route("/api/v1/cas/{name}", e("ca:read", api.show_ca), methods=["GET"]),
         Route("/api/v1/tokens", e("token:create", api.create_token), methods=["POST"]),
+        Route("/api/v1/tokens", e("token:list", api.list_tokens), methods=["GET"]),
+        Route("/api/v1/tokens/{token_id}", e("token:revoke", api.revoke_token), methods=["DELETE"]),
         Route("/api/v1/audit/verify", e("audit:read", api.verify_audit), methods=["GET"]),
     ]

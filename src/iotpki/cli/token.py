@@ -1,11 +1,12 @@
-"""``iotpki token create``: API tokens for the admin API and dashboard."""
+"""``iotpki token create|list|revoke``: API tokens for the admin API and dashboard."""
 
 from __future__ import annotations
 
 import typer
+from rich.table import Table
 
 from iotpki.cli.context import console, installation
-from iotpki.core.access import create_token
+from iotpki.core.access import create_token, list_tokens, revoke_token
 from iotpki.core.models import Role
 from iotpki.core.policy import parse_duration
 from iotpki.errors import RequestError
@@ -38,3 +39,28 @@ def create(
     )
     console.print(f"token {record.token_id} ({parsed}):")
     print(token)
+
+
+@app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """Every token: id, description, role, created, expiry and whether it is revoked."""
+    inst = installation(ctx)
+    table = Table("id", "description", "role", "created", "expires", "revoked")
+    for record in list_tokens(inst.store):
+        table.add_row(
+            record.token_id,
+            record.description,
+            str(record.role),
+            record.created_at.isoformat(timespec="seconds"),
+            record.expires_at.isoformat(timespec="seconds") if record.expires_at else "",
+            "yes" if record.revoked else "no",
+        )
+    console.print(table)
+
+
+@app.command("revoke")
+def revoke(ctx: typer.Context, token_id: str = typer.Argument(..., help="The token's id")) -> None:
+    """Revoke a token at once, with the dashboard sessions opened with it."""
+    inst = installation(ctx)
+    record = revoke_token(inst.store, inst.authority.clock, token_id, actor="cli")
+    console.print(f"token {record.token_id} ({record.role}) revoked")

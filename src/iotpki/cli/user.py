@@ -1,4 +1,7 @@
-"""``iotpki user create``: dashboard users who sign in with a password and hold one role."""
+"""``iotpki user create|disable``: dashboard users who sign in with a password and hold one role.
+
+Replacing a user (a new password or role) or disabling one ends its sessions at once.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ import sys
 import typer
 
 from iotpki.cli.context import console, installation
+from iotpki.core.access import disable_user, put_user
 from iotpki.core.models import Role
 from iotpki.errors import RequestError
-from iotpki.monitoring.service import Monitor
 from iotpki.web.session import hash_password
 
 __all__ = ["app"]
@@ -61,13 +64,15 @@ def create(
     parsed = _role(role)
     password = _password(password_stdin)
     inst = installation(ctx)
-    now = inst.authority.clock.now()
-    replaced = Monitor(inst).store.get_user(username) is not None
-    Monitor(inst).store.put_user(username, str(parsed), hash_password(password), now)
-    inst.authority.record_event(
-        "cli",
-        "user.replaced" if replaced else "user.created",
-        f"user:{username}",
-        {"role": str(parsed)},
+    replaced = put_user(
+        inst.store, inst.authority.clock, username, parsed, hash_password(password), actor="cli"
     )
     console.print(f"user {username} ({parsed}) {'replaced' if replaced else 'created'}")
+
+
+@app.command("disable")
+def disable(ctx: typer.Context, username: str = typer.Argument(..., help="Sign-in name")) -> None:
+    """Refuse a user's sign-ins from now on and end its sessions."""
+    inst = installation(ctx)
+    disable_user(inst.store, inst.authority.clock, username, actor="cli")
+    console.print(f"user {username} disabled")

@@ -165,6 +165,39 @@ class ApiTokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A dashboard user; only an scrypt hash of the password is stored."""
+
+    username: str
+    role: Role
+    password_hash: str
+    created_at: datetime
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A server-side dashboard session; the cookie carries the id, the store its SHA-256."""
+
+    session_hash: str
+    subject: str  # "token:<id>" or "user:<name>"
+    role: Role
+    csrf: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleRecord:
+    """Failed sign-ins counted under one key (an account or a source address)."""
+
+    key: str  # "account:<name>", "token:<id>" or "source:<address>"
+    failures: int
+    last_failure: datetime
+    blocked_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One entry of the hash-chained audit log."""
 

@@ -44,8 +44,10 @@ __all__ = [
     "scep_challenges",
     "scep_ras",
     "scep_transactions",
+    "signin_throttle",
     "usage_events",
     "users",
+    "web_sessions",
 ]
 
 
@@ -550,3 +552,27 @@ Index(
 # -- the inventory's device-ID prefix page (migration monitoring_0003) ---------------------------
 
 Index("ix_certificates_device_id", certificates.c.device_id, certificates.c.id)
+
+# -- dashboard sessions and sign-in throttling (migration auth_0001) ----------------------------
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),  # SHA-256 of the cookie's id, hex
+    Column("subject", String(160), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_web_sessions_subject", "subject"),
+    Index("ix_web_sessions_expires", "expires_at"),
+)
+
+signin_throttle = Table(
+    "signin_throttle",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure", UTCDateTime, nullable=False),
+    Column("blocked_until", UTCDateTime),
+)

@@ -28,7 +28,6 @@ from sqlalchemy.pool import NullPool
 
 from iotpki.core.audit import GENESIS, canonical_encoding, chain_hash
 from iotpki.core.models import (
-    ApiTokenRecord,
     AuditEvent,
     CAKind,
     CARecord,
@@ -39,11 +38,11 @@ from iotpki.core.models import (
     DeviceRecord,
     LintFinding,
     RevocationReason,
-    Role,
 )
 from iotpki.errors import BackendError, Conflict
 from iotpki.store import schema as s
 from iotpki.store.attestation import AttestationSql
+from iotpki.store.auth import AuthSql
 from iotpki.store.enrollment import EnrollmentSql
 from iotpki.store.scep import ScepSql
 
@@ -157,7 +156,7 @@ def _audit(row: Row[Any]) -> AuditEvent:
     )
 
 
-class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql):
+class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql, AuthSql):
     """The ``StoreTransaction`` port over one SQLAlchemy connection in a transaction."""
 
     def __init__(self, conn: Connection) -> None:
@@ -348,37 +347,6 @@ class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql):
                     device_id=record.device_id, created_at=record.created_at, **values
                 )
             )
-
-    def add_token(self, record: ApiTokenRecord) -> None:
-        """Insert an API token."""
-        self._conn.execute(
-            insert(s.api_tokens).values(
-                token_id=record.token_id,
-                role=str(record.role),
-                description=record.description,
-                secret_hash=record.secret_hash,
-                created_at=record.created_at,
-                expires_at=record.expires_at,
-                revoked=record.revoked,
-            )
-        )
-
-    def get_token(self, token_id: str) -> ApiTokenRecord | None:
-        """An API token by its public id."""
-        row = self._conn.execute(
-            select(s.api_tokens).where(s.api_tokens.c.token_id == token_id)
-        ).first()
-        if row is None:
-            return None
-        return ApiTokenRecord(
-            token_id=row.token_id,
-            role=Role(row.role),
-            description=row.description,
-            secret_hash=row.secret_hash,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            revoked=row.revoked,
-        )
 
     def append_audit(
         self, time: datetime, actor: str, action: str, target: str, data: dict[str, object]

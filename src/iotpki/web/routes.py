@@ -1,9 +1,10 @@
 """The dashboard: server-rendered pages at ``/`` and under ``/ui/`` on the HTTPS listener.
 
-Sign-in takes an API token or a dashboard user's password and sets a signed session cookie;
-each page requires a permission of ``core.access`` and is audited (``ui.<page>``), as are
-refusals (``ui.denied``, ``ui.refused``). Forms carry the session's CSRF token. Responses carry
-a strict Content-Security-Policy: the pages load nothing but themselves.
+Sign-in takes an API token or a dashboard user's password and sets a cookie naming a
+server-side session (throttled per account and source address, see ``core.signin``); each
+page requires a permission of ``core.access`` and is audited (``ui.<page>``), as are refusals
+(``ui.denied``, ``ui.refused``). Forms carry the session's CSRF token. Responses carry a strict
+Content-Security-Policy: the pages load nothing but themselves.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from starlette.routing import BaseRoute, Route
 
 from iotpki.core import access
 from iotpki.core.encoding import pem
-from iotpki.core.models import RevocationReason, Role
-from iotpki.errors import AuthError, Forbidden, IotpkiError, RequestError
+from iotpki.core.models import RevocationReason
+from iotpki.core.signin import SignIn, Throttle
+from iotpki.errors import AuthError, Forbidden, IotpkiError, RateLimited, RequestError
 from iotpki.monitoring.charts import bar_chart, hbar_chart
 from iotpki.monitoring.records import InventoryFilter
 from iotpki.monitoring.report import build_report, render_html
-from iotpki.monitoring.service import Monitor, read_secret
+from iotpki.monitoring.service import Monitor
 from iotpki.protocols.http import read_body
 from iotpki.web.extensions import describe_extension
-from iotpki.web.session import COOKIE, Session, SessionCodec, verify_password
+from iotpki.web.session import COOKIE, Session
 
 __all__ = ["web_routes"]
 
@@ -84,13 +86,19 @@ def _text(params: Any, name: str) -> str | None:
 class Dashboard:
     """Page handlers bound to one monitor."""
 
-    def __init__(self, monitor: Monitor, publication: PublicationStatus | None = None) -> None:
+    def __init__(
+        self,
+        monitor: Monitor,
+        publication: PublicationStatus | None = None,
+        throttle: Throttle | None = None,
+    ) -> None:
         self.monitor = monitor
         self.publication = publication
         self.authority = monitor.authority
-        inst = monitor.installation
-        self.codec = SessionCodec(read_secret(inst, "web-session"))
         self.lifetime = timedelta(hours=monitor.settings.session_hours)
+        self.signin = SignIn(
+            self.authority.store, self.authority.clock, lifetime=self.lifetime, throttle=throttle
+        )
         self.env = _environment()
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -101,9 +109,9 @@ class Dashboard:
         html = self.env.get_template(name).render(session=session, **context)
         return HTMLResponse(html, status_code=code, headers=_HEADERS)
 
-    def _session(self, request: Request) -> Session | None:
+    async def _session(self, request: Request) -> Session | None:
         value = request.cookies.get(COOKIE)
-        return self.codec.decode(value, self.authority.clock.now()) if value else None
+        return await run_in_threadpool(self.signin.resume, value) if value else None
 
     async def _audit(self, actor: str, action: str, target: str, data: dict[str, object]) -> None:
         await run_in_threadpool(self.authority.record_event, actor, action, target[:256], data)
@@ -112,7 +120,7 @@ class Dashboard:
         """Wrap a page with sign-in, the role check, CSRF on POST, auditing and errors."""
 
         async def wrapped(request: Request) -> Response:
-            session = self._session(request)
+            session = await self._session(request)
             if session is None:
                 if request.method == "GET":
                     target = request.url.path
@@ -167,17 +175,22 @@ class Dashboard:
             await self._audit("ui:anonymous", "ui.login.refused", "", {"reason": exc.message})
             return self._render("login.html", None, 400, error=exc.message, next="/")
         target = _safe_next(form.get("next"))
+        source = request.client.host if request.client else "unknown"
         try:
-            subject, role = await run_in_threadpool(self._credentials, form)
+            session_id, _ = await run_in_threadpool(self._credentials, form, source)
+        except RateLimited as exc:
+            message = "Too many failed sign-ins; try again later."
+            response = self._render("login.html", None, 429, error=message, next=target)
+            response.headers["retry-after"] = str(exc.data.get("retry_after", 1))
+            return response
         except IotpkiError as exc:
-            await self._audit("ui:anonymous", "ui.login.refused", "", {"reason": exc.message})
+            if not isinstance(exc, AuthError):
+                await self._audit("ui:anonymous", "ui.login.refused", "", {"reason": exc.message})
             return self._render("login.html", None, 401, error="Sign-in failed.", next=target)
-        session = self.codec.new(subject, role, self.authority.clock.now(), self.lifetime)
-        await self._audit(f"ui:{subject}", "ui.login", subject, {"role": str(role)})
         response = RedirectResponse(target, 303, headers=_HEADERS)
         response.set_cookie(
             COOKIE,
-            self.codec.encode(session),
+            session_id,
             max_age=int(self.lifetime.total_seconds()),
             httponly=True,
             secure=True,
@@ -186,21 +199,19 @@ class Dashboard:
         )
         return response
 
-    def _credentials(self, form: dict[str, str]) -> tuple[str, Role]:
+    def _credentials(self, form: dict[str, str], source: str) -> tuple[str, Session]:
         token = form.get("token", "").strip()
         if token:
-            record = access.authenticate(self.authority.store, self.authority.clock, token)
-            return f"token:{record.token_id}", record.role
+            return self.signin.token(token, source)
         username, password = form.get("username", ""), form.get("password", "")
         if not username or not password or len(username) > 64 or len(password) > 1024:
-            raise AuthError("give an API token, or a user name and password")
-        user = self.monitor.store.get_user(username)
-        if user is None or user[2] or not verify_password(password, user[1]):
-            raise AuthError("unknown user or wrong password")
-        return f"user:{username}", Role(user[0])
+            raise RequestError("give an API token, or a user name and password")
+        return self.signin.password(username, password, source)
 
     async def logout(self, request: Request, session: Session) -> Response:
-        """POST /ui/logout."""
+        """POST /ui/logout: the server-side session ends at once."""
+        value = request.cookies.get(COOKIE, "")
+        await run_in_threadpool(self.signin.end, value, f"ui:{session.subject}")
         response = RedirectResponse("/ui/login", 303, headers=_HEADERS)
         response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
         return response
