@@ -125,19 +125,26 @@ def test_a_source_is_throttled_across_accounts(dash: Dash) -> None:
     assert dash.password(dash.client("198.51.100.8"), PASSWORD).status_code == 303
 
 
-def test_throttle_state_is_shared_through_the_database(
-    dash: Dash, tmp_path: Path, clock: ManualClock
+def test_throttle_and_sessions_are_shared_through_the_database(
+    any_inst: Installation, clock: ManualClock
 ) -> None:
-    """A second replica (its own app and installation on the same database) sees the back-off."""
+    """A second replica (its own app and installation on the same database) sees the back-off
+    and the sessions, SQLite and PostgreSQL alike."""
+    dash = Dash(any_inst)
+    signed = dash.client("192.0.2.50")
+    assert dash.password(signed, PASSWORD).status_code == 303
     for i in range(6):
         dash.password(dash.client(), f"wrong-{i}")
-    settings = load_settings(dash.inst.settings.home, ENV)
-    other = open_installation(settings, lint=False, clock=clock)
+    other = open_installation(any_inst.settings, lint=False, clock=clock)
     try:
         replica = TestClient(
             build_https_app(Service(other)), base_url="https://testserver", client=("192.0.2.99", 1)
         )
         assert dash.password(replica, PASSWORD).status_code == 429
+        replica.cookies.set(COOKIE, signed.cookies[COOKIE])
+        assert dash.signed_in(replica)
+        access.disable_user(other.store, clock, "alice", actor="t")
+        assert not dash.signed_in(signed)
     finally:
         other.close()
 
