@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from cryptography import x509
@@ -9,7 +10,9 @@ from cryptography.hazmat.primitives import serialization
 
 from iotpki.errors import MalformedInput
 
-__all__ = ["load_certificate", "load_certificates", "load_csr", "pem"]
+__all__ = ["load_certificate", "load_certificates", "load_csr", "parse_serial", "pem"]
+
+_HEX = re.compile(r"^[0-9a-f]+$")
 
 
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
@@ -37,6 +40,19 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     except ValueError as exc:
         raise MalformedInput(f"not an X.509 certificate: {exc}") from exc
     return certs
+
+
+def parse_serial(text: str) -> str:
+    """A serial (or serial prefix) as typed, in the stored form: lower-case hex, no leading zeros.
+
+    Accepts ``0x``, the colons of ``openssl x509 -text`` and a trailing ``...`` of an
+    abbreviation; anything else that is not hexadecimal is refused as such.
+    """
+    value = text.strip().lower().removeprefix("0x").replace(":", "")
+    value = value.removesuffix("...").removesuffix("\u2026")
+    if not _HEX.match(value):
+        raise MalformedInput(f"not a hexadecimal serial: {text[:80]!r}", serial=text[:80])
+    return value.lstrip("0") or "0"
 
 
 def pem(certificates: Iterable[x509.Certificate]) -> bytes:
