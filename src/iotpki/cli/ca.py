@@ -9,7 +9,7 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from iotpki.cli.context import console, installation
+from iotpki.cli.context import console, installation, read_file
 from iotpki.cli.tables import (
     JSON_OPTION,
     WIDE_OPTION,
@@ -39,13 +39,6 @@ def _algorithm(value: str) -> KeyAlgorithm:
         return KeyAlgorithm(value.lower())
     except ValueError:
         raise ConfigError(f"unknown algorithm {value!r}; choose from {_ALGORITHMS}") from None
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def _write(path: Path | None, data: bytes) -> None:
@@ -240,7 +233,7 @@ def sign_csr(
     """On the root's machine: sign an issuing CA's CSR."""
     inst = installation(ctx)
     cert = inst.authority.sign_ca_csr(
-        load_csr(_read(csr_file)),
+        load_csr(read_file(csr_file)),
         parent=parent,
         lifetime=parse_duration(lifetime) if lifetime else None,
         actor="cli",
@@ -260,8 +253,8 @@ def import_ca(
     inst = installation(ctx)
     inst.authority.import_ca(
         name,
-        load_certificate(_read(certificate)),
-        parent_certificate=load_certificate(_read(parent_cert)) if parent_cert else None,
+        load_certificate(read_file(certificate)),
+        parent_certificate=load_certificate(read_file(parent_cert)) if parent_cert else None,
         parent_name=parent_name,
         actor="cli",
     )

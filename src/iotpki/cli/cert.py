@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from iotpki.cli.context import console, installation
+from iotpki.cli.context import console, installation, read_file
 from iotpki.cli.lookup import find_certificate
 from iotpki.cli.tables import (
     JSON_OPTION,
@@ -24,7 +24,7 @@ from iotpki.cli.tables import (
 from iotpki.core.encoding import load_csr, pem
 from iotpki.core.models import CertificateQuery, CertificateRecord, CertStatus, RevocationReason
 from iotpki.core.policy import parse_duration
-from iotpki.errors import ConfigError, RequestError
+from iotpki.errors import RequestError
 
 __all__ = ["app", "certificate_json", "issue", "revoke"]
 
@@ -43,10 +43,7 @@ def issue(
     out: Path | None = typer.Option(None, "--out", help="Write the PEM chain here"),
 ) -> None:
     """Issue a certificate from a CSR; writes the PEM chain, leaf first."""
-    try:
-        data = csr.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {csr}: {exc.strerror}") from exc
+    data = read_file(csr)
     inst = installation(ctx)
     issued = inst.authority.issue(
         load_csr(data),

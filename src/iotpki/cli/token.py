@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import typer
 
-from iotpki.cli.context import console, installation
-from iotpki.core.access import create_token
+from iotpki.cli.context import console, installation, one_of
+from iotpki.core.access import PERMISSIONS, create_token
 from iotpki.core.models import Role
 from iotpki.core.policy import parse_duration
 from iotpki.errors import RequestError
 
-__all__ = ["app"]
+__all__ = ["ROLES", "app"]
 
 app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+
+ROLES = one_of(PERMISSIONS)
+"""Every role a token may hold, from the role definitions."""
 
 
 @app.command("create")
 def create(
     ctx: typer.Context,
-    role: str = typer.Option(..., "--role", help="admin, operator, auditor or provisioner"),
+    role: str = typer.Option(..., "--role", help=ROLES),
     description: str = typer.Option("", "--description"),
     lifetime: str | None = typer.Option(None, "--lifetime", help="e.g. 90d [default: none]"),
 ) -> None:
@@ -26,7 +29,7 @@ def create(
     try:
         parsed = Role(role)
     except ValueError:
-        raise RequestError(f"unknown role {role!r}") from None
+        raise RequestError(f"unknown role {role!r}; choose {ROLES}") from None
     inst = installation(ctx)
     token, record = create_token(
         inst.store,
