@@ -221,3 +221,11 @@ def test_token_create_help_lists_every_role(home: Path) -> None:
     for role in Role:
         assert str(role) in out
     assert "auditor, provisioner or reporter" in out
+
+
+def test_acme_renew_early_takes_a_serial_prefix(tmp_path: Path) -> None:
+    inst = make_installation(tmp_path / "home")
+    serial = inst.authority.issue(device_csr("dev-2"), profile="device", actor="t").record.serial
+    inst.close()
+    out = _ok(tmp_path / "home", "acme", "renew-early", "--serial", serial[:8])
+    assert serial in out
