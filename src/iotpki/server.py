@@ -41,6 +41,7 @@ from iotpki.asgi_tls import TLSExtensionProtocol
 from iotpki.attestation_service import AkcaService
 from iotpki.core.encoding import pem
 from iotpki.core.enrollment import Enrollment, EnrollmentConfig
+from iotpki.core.policy import INTERNAL_SERVER_PROFILE
 from iotpki.core.scep import ScepService
 from iotpki.installation import Installation
 from iotpki.keys.file import write_private
@@ -239,7 +240,7 @@ def ensure_tls_identity(inst: Installation) -> tuple[Path, Path]:
         )
         .sign(key, hashes.SHA256())
     )
-    issued = inst.authority.issue(csr, profile="server", actor="server:tls")
+    issued = inst.authority.issue(csr, profile=INTERNAL_SERVER_PROFILE, actor="server:tls")
     write_private(
         key_path,
         key.private_bytes(

@@ -171,3 +171,18 @@ def test_openapi_and_health(api: Api) -> None:
     assert api.call("GET", "/healthz").json() == {"status": "ok"}
     metrics = api.call("GET", "/metrics").text
     assert "iotpki_ca_seconds_until_expiry" in metrics
+
+
+def test_garbage_csr_message_is_plain_words(api: Api) -> None:
+    garbage = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+    response = api.call("POST", "/api/v1/certificates", Role.ADMIN, json={"csr": garbage})
+    assert response.status_code == 400
+    message = response.json()["message"]
+    assert message.startswith("not a valid certificate signing request (PEM or DER): ")
+    assert "ParseError" not in message
+
+
+def test_a_serial_that_is_not_hex_is_malformed(api: Api) -> None:
+    response = api.call("GET", "/api/v1/certificates/not-a-serial", Role.ADMIN)
+    assert (response.status_code, response.json()["error"]) == (400, "malformed")
+    assert response.json()["message"].startswith("not a hexadecimal serial")

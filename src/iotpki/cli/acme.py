@@ -9,6 +9,7 @@ from datetime import datetime
 import typer
 
 from iotpki.cli.context import console, installation
+from iotpki.cli.lookup import find_certificate
 from iotpki.core.policy import parse_duration
 from iotpki.errors import RequestError
 from iotpki.protocols.acme import eab, renewal
@@ -69,7 +70,7 @@ def eab_revoke(ctx: typer.Context, key_id: str = typer.Argument(...)) -> None:
 @app.command("renew-early")
 def renew_early(
     ctx: typer.Context,
-    serial: str | None = typer.Option(None, "--serial"),
+    serial: str | None = typer.Option(None, "--serial", help="Serial or a unique prefix"),
     ca: str | None = typer.Option(None, "--ca"),
     profile: str | None = typer.Option(None, "--profile"),
     issued_before: str | None = typer.Option(None, "--issued-before", help="ISO 8601 with zone"),
@@ -83,6 +84,9 @@ def renew_early(
         if before.tzinfo is None:
             raise RequestError("--issued-before needs a time zone")
     inst = installation(ctx)
+    if serial is not None:
+        found = find_certificate(inst, serial, ca)
+        serial, ca = found.serial, found.ca_name
     override = renewal.advance(
         SqlAcmeStore(inst.store),
         now=inst.authority.clock.now(),

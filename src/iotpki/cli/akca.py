@@ -10,11 +10,20 @@ import hashlib
 from pathlib import Path
 
 import typer
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from rich.table import Table
 
 from iotpki.attestation_service import AttestationTrust, EkRoots, load_pem_bundle
 from iotpki.cli.context import console, installation
+from iotpki.cli.tables import (
+    JSON_OPTION,
+    WIDE_OPTION,
+    Column,
+    print_records,
+    short_date,
+    short_subject,
+    short_time,
+)
 from iotpki.errors import NotFound
 
 __all__ = ["app"]
@@ -56,25 +65,31 @@ def untrust_ek_root(
     console.print(f"untrusted {fingerprint.lower()}")
 
 
+_COLUMNS = (
+    Column("trust", "trust"),
+    Column("subject", "subject", short=(short_subject,), wrap=True),
+    Column("not after", "not_after", short=(short_time, short_date)),
+    Column("SHA-256", "sha256", wrap=True),  # untrust-ek-root takes it whole: fold it
+)
+
+
+def _root(trust: str, cert: x509.Certificate) -> dict[str, object]:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return {
+        "trust": trust,
+        "subject": cert.subject.rfc4514_string(),
+        "not_after": cert.not_valid_after_utc,
+        "sha256": hashlib.sha256(der).hexdigest(),
+    }
+
+
 @app.command("list")
-def list_roots(ctx: typer.Context) -> None:
+def list_roots(ctx: typer.Context, wide: bool = WIDE_OPTION, as_json: bool = JSON_OPTION) -> None:
     """The trusted EK roots, and the roots device-attest-01 verifies against."""
     inst = installation(ctx)
-    table = Table("trust", "subject", "not after", "SHA-256")
-    for cert in EkRoots(inst.home).certificates():
-        der = cert.public_bytes(serialization.Encoding.DER)
-        table.add_row(
-            "EK root (AK CA)",
-            cert.subject.rfc4514_string(),
-            cert.not_valid_after_utc.strftime("%Y-%m-%d"),
-            hashlib.sha256(der).hexdigest(),
-        )
-    for cert in AttestationTrust(inst.settings, inst.authority).roots():
-        der = cert.public_bytes(serialization.Encoding.DER)
-        table.add_row(
-            "device-attest-01",
-            cert.subject.rfc4514_string(),
-            cert.not_valid_after_utc.strftime("%Y-%m-%d"),
-            hashlib.sha256(der).hexdigest(),
-        )
-    console.print(table)
+    records = [_root("EK root (AK CA)", c) for c in EkRoots(inst.home).certificates()]
+    records += [
+        _root("device-attest-01", c)
+        for c in AttestationTrust(inst.settings, inst.authority).roots()
+    ]
+    print_records(records, _COLUMNS, wide=wide, as_json=as_json)

@@ -8,16 +8,26 @@ from pathlib import Path
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from rich.table import Table
 
-from iotpki.cli.context import console, installation
+from iotpki.cli.context import console, installation, read_file
+from iotpki.cli.tables import (
+    JSON_OPTION,
+    WIDE_OPTION,
+    Column,
+    print_json,
+    print_records,
+    short_date,
+    short_subject,
+    short_time,
+)
 from iotpki.core.access import create_token
+from iotpki.core.authority import serial_hex
 from iotpki.core.encoding import load_certificate, load_csr, pem
-from iotpki.core.models import CAKind, KeyAlgorithm, Role
+from iotpki.core.models import CAKind, CARecord, KeyAlgorithm, Role
 from iotpki.core.policy import parse_duration
 from iotpki.errors import ConfigError
 
-__all__ = ["app", "init"]
+__all__ = ["app", "ca_json", "init"]
 
 app = typer.Typer(help="Manage the CA hierarchy.", no_args_is_help=True)
 
@@ -29,13 +39,6 @@ def _algorithm(value: str) -> KeyAlgorithm:
         return KeyAlgorithm(value.lower())
     except ValueError:
         raise ConfigError(f"unknown algorithm {value!r}; choose from {_ALGORITHMS}") from None
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def _write(path: Path | None, data: bytes) -> None:
@@ -97,43 +100,70 @@ def init(
     console.print(f"admin API token (shown once): [bold]{token}[/bold]", highlight=False)
 
 
-def _print_cas(cas: list) -> None:  # type: ignore[type-arg]
+def ca_json(ca: CARecord, now: datetime) -> dict[str, object]:
+    """One CA as a full JSON-ready record (``--json``)."""
+    data: dict[str, object] = {
+        "name": ca.name,
+        "kind": ca.kind,
+        "status": ca.status,
+        "parent": ca.parent,
+        "key_backend": ca.key_backend or "offline",
+        "subject": "(pending)",
+        "serial": None,
+        "not_before": None,
+        "not_after": None,
+        "days_left": None,
+    }
+    if ca.certificate_der is not None:
+        cert = ca.certificate
+        data |= {
+            "subject": cert.subject.rfc4514_string(),
+            "serial": serial_hex(cert.serial_number),
+            "not_before": cert.not_valid_before_utc,
+            "not_after": cert.not_valid_after_utc,
+            "days_left": (cert.not_valid_after_utc - now).days,
+        }
+    return data
+
+
+_CA_COLUMNS = (
+    Column("name", "name"),
+    Column("kind", "kind"),
+    Column("status", "status"),
+    Column("parent", "parent"),
+    Column("subject", "subject", short=(short_subject,), wrap=True),
+    Column("expires", "not_after", short=(short_time, short_date)),
+    Column("days left", "days_left"),
+    Column("key", "key_backend"),
+)
+
+
+def _print_cas(cas: list[CARecord], *, wide: bool = False, as_json: bool = False) -> None:
     now = datetime.now(UTC)
-    table = Table("name", "kind", "status", "parent", "subject", "expires", "days left", "key")
-    for ca in cas:
-        if ca.certificate_der is not None:
-            cert = ca.certificate
-            subject = cert.subject.rfc4514_string()
-            expires = cert.not_valid_after_utc.strftime("%Y-%m-%d")
-            left = str((cert.not_valid_after_utc - now).days)
-        else:
-            subject, expires, left = "(pending)", "", ""
-        table.add_row(
-            ca.name,
-            str(ca.kind),
-            str(ca.status),
-            ca.parent or "",
-            subject,
-            expires,
-            left,
-            ca.key_backend or "offline",
-        )
-    console.print(table)
+    print_records([ca_json(ca, now) for ca in cas], _CA_COLUMNS, wide=wide, as_json=as_json)
 
 
 @app.command("list")
-def list_cas(ctx: typer.Context) -> None:
+def list_cas(ctx: typer.Context, wide: bool = WIDE_OPTION, as_json: bool = JSON_OPTION) -> None:
     """List the CAs with their status and expiry."""
-    _print_cas(installation(ctx).authority.list_cas())
+    _print_cas(installation(ctx).authority.list_cas(), wide=wide, as_json=as_json)
 
 
 @app.command("show")
-def show(ctx: typer.Context, name: str, pem_out: bool = typer.Option(False, "--pem")) -> None:
+def show(
+    ctx: typer.Context,
+    name: str,
+    pem_out: bool = typer.Option(False, "--pem"),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Show one CA (or print its certificate with --pem)."""
     inst = installation(ctx)
     ca = inst.authority.get_ca(name)
     if pem_out:
         typer.echo(pem([ca.certificate]).decode(), nl=False)
+        return
+    if as_json:
+        print_json(ca_json(ca, datetime.now(UTC)))
         return
     _print_cas([ca])
     if ca.certificate_der is not None:
@@ -203,7 +233,7 @@ def sign_csr(
     """On the root's machine: sign an issuing CA's CSR."""
     inst = installation(ctx)
     cert = inst.authority.sign_ca_csr(
-        load_csr(_read(csr_file)),
+        load_csr(read_file(csr_file)),
         parent=parent,
         lifetime=parse_duration(lifetime) if lifetime else None,
         actor="cli",
@@ -223,8 +253,8 @@ def import_ca(
     inst = installation(ctx)
     inst.authority.import_ca(
         name,
-        load_certificate(_read(certificate)),
-        parent_certificate=load_certificate(_read(parent_cert)) if parent_cert else None,
+        load_certificate(read_file(certificate)),
+        parent_certificate=load_certificate(read_file(parent_cert)) if parent_cert else None,
         parent_name=parent_name,
         actor="cli",
     )

@@ -6,15 +6,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from iotpki.cli.context import console, installation
+from iotpki.cli.context import console, installation, read_file
+from iotpki.cli.lookup import find_certificate
+from iotpki.cli.tables import (
+    JSON_OPTION,
+    WIDE_OPTION,
+    Column,
+    print_details,
+    print_json,
+    print_records,
+    short_date,
+    short_serial,
+    short_subject,
+    short_time,
+)
 from iotpki.core.encoding import load_csr, pem
-from iotpki.core.models import CertificateQuery, CertStatus, RevocationReason
+from iotpki.core.models import CertificateQuery, CertificateRecord, CertStatus, RevocationReason
 from iotpki.core.policy import parse_duration
-from iotpki.errors import ConfigError, RequestError
+from iotpki.errors import RequestError
 
-__all__ = ["app", "issue", "revoke"]
+__all__ = ["app", "certificate_json", "issue", "revoke"]
 
 app = typer.Typer(help="Inspect issued certificates.", no_args_is_help=True)
 
@@ -31,10 +43,7 @@ def issue(
     out: Path | None = typer.Option(None, "--out", help="Write the PEM chain here"),
 ) -> None:
     """Issue a certificate from a CSR; writes the PEM chain, leaf first."""
-    try:
-        data = csr.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {csr}: {exc.strerror}") from exc
+    data = read_file(csr)
     inst = installation(ctx)
     issued = inst.authority.issue(
         load_csr(data),
@@ -54,7 +63,7 @@ def issue(
 
 def revoke(
     ctx: typer.Context,
-    serial: str,
+    serial: str = typer.Argument(..., help="Serial in hex, or a unique prefix of it"),
     reason: str = typer.Option("unspecified", "--reason", help=_REASONS),
     ca: str | None = typer.Option(None, "--ca"),
 ) -> None:
@@ -63,14 +72,54 @@ def revoke(
         parsed = RevocationReason(reason)
     except ValueError:
         raise RequestError(f"unknown reason {reason!r}; choose from {_REASONS}") from None
-    record = installation(ctx).authority.revoke(serial, reason=parsed, ca=ca, actor="cli")
-    console.print(f"revoked {record.serial} ({reason})")
+    inst = installation(ctx)
+    found = find_certificate(inst, serial, ca)
+    record = inst.authority.revoke(found.serial, reason=parsed, ca=found.ca_name, actor="cli")
+    console.print(f"revoked {record.serial} ({reason})", highlight=False)
 
 
-def _status(status: CertStatus, not_after: datetime, now: datetime) -> str:
-    if status is CertStatus.REVOKED:
-        return "[red]revoked[/red]"
-    return "[yellow]expired[/yellow]" if not_after < now else "[green]valid[/green]"
+def _status(record: CertificateRecord, now: datetime) -> str:
+    if record.status is CertStatus.REVOKED:
+        return "revoked"
+    return "expired" if record.not_after < now else "valid"
+
+
+_COLOURS = {"revoked": "red", "expired": "yellow", "valid": "green"}
+
+
+def _colour(status: object) -> str:
+    return _COLOURS.get(str(status), "")
+
+
+def certificate_json(record: CertificateRecord, now: datetime) -> dict[str, object]:
+    """One certificate as a full JSON-ready record (``--json``)."""
+    return {
+        "serial": record.serial,
+        "ca": record.ca_name,
+        "profile": record.profile,
+        "device_id": record.device_id,
+        "subject": record.subject,
+        "sans": list(record.sans),
+        "not_before": record.not_before,
+        "not_after": record.not_after,
+        "status": _status(record, now),
+        "revoked_at": record.revoked_at,
+        "revocation_reason": record.revocation_reason,
+        "key_algorithm": record.key_algorithm,
+        "key_fingerprint": record.key_fingerprint,
+        "lint_status": record.lint_status,
+    }
+
+
+_LIST_COLUMNS = (
+    Column("serial", "serial", short=(short_serial,)),
+    Column("ca", "ca"),
+    Column("profile", "profile"),
+    Column("device", "device_id"),
+    Column("subject", "subject", short=(short_subject,), wrap=True),
+    Column("not after", "not_after", short=(short_time, short_date)),
+    Column("status", "status", style=_colour),
+)
 
 
 @app.command("list")
@@ -83,6 +132,8 @@ def list_certificates(
     search: str | None = typer.Option(None, "--search", "-q", help="Subject or SAN substring"),
     expiring_within: str | None = typer.Option(None, help="e.g. 30d"),
     limit: int = typer.Option(50, min=1, max=1000),
+    wide: bool = WIDE_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List certificates, newest first."""
     if status is not None and status not in {s.value for s in CertStatus}:
@@ -100,35 +151,33 @@ def list_certificates(
             limit=limit,
         )
     )
-    table = Table("serial", "ca", "profile", "device", "subject", "not after", "status")
-    for r in records:
-        table.add_row(
-            r.serial,
-            r.ca_name,
-            r.profile,
-            r.device_id or "",
-            r.subject,
-            r.not_after.strftime("%Y-%m-%d %H:%M"),
-            _status(r.status, r.not_after, now),
-        )
-    console.print(table)
+    rows = [certificate_json(r, now) for r in records]
+    print_records(rows, _LIST_COLUMNS, wide=wide, as_json=as_json)
 
 
 @app.command("show")
 def show(
     ctx: typer.Context,
-    serial: str,
+    serial: str = typer.Argument(..., help="Serial in hex, or a unique prefix of it"),
     ca: str | None = typer.Option(None),
     pem_out: bool = typer.Option(False, "--pem", help="Print the certificate as PEM"),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show one certificate."""
     inst = installation(ctx)
-    record = inst.authority.get(serial, ca=ca)
+    record = find_certificate(inst, serial, ca)
     if pem_out:
         typer.echo(pem([record.certificate]).decode(), nl=False)
         return
-    now = datetime.now(UTC)
-    table = Table(show_header=False)
+    findings = inst.store.lint_findings(record.ca_name, record.serial)
+    data = certificate_json(record, datetime.now(UTC))
+    if as_json:
+        data["lint_findings"] = [
+            {"severity": f.severity, "code": f.code, "node": f.node, "message": f.message}
+            for f in findings
+        ]
+        print_json(data)
+        return
     rows = [
         ("serial", record.serial),
         ("ca", record.ca_name),
@@ -138,15 +187,13 @@ def show(
         ("names", ", ".join(record.sans)),
         ("not before", record.not_before.isoformat()),
         ("not after", record.not_after.isoformat()),
-        ("status", _status(record.status, record.not_after, now)),
+        ("status", str(data["status"])),
         ("key", f"{record.key_algorithm} sha256:{record.key_fingerprint}"),
         ("lint", record.lint_status or "pending"),
     ]
     if record.revoked_at:
         reason = record.revocation_reason
         rows.append(("revoked", f"{record.revoked_at.isoformat()} ({reason})"))
-    for key, value in rows:
-        table.add_row(key, value)
-    console.print(table)
-    for finding in inst.store.lint_findings(record.ca_name, record.serial):
-        console.print(f"lint {finding.severity}: {finding.code} {finding.message}")
+    print_details(rows)
+    for finding in findings:
+        console.print(f"lint {finding.severity}: {finding.code} {finding.message}", markup=False)

@@ -8,9 +8,16 @@ from pathlib import Path
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from rich.table import Table
 
 from iotpki.cli.context import console, installation
+from iotpki.cli.tables import (
+    JSON_OPTION,
+    WIDE_OPTION,
+    Column,
+    print_records,
+    short_date,
+    short_time,
+)
 from iotpki.core.models import CertificateQuery
 from iotpki.core.publication import CrlKind, CrlRecord, crl_url
 from iotpki.errors import NotFound
@@ -38,24 +45,40 @@ def _when(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _table(records: list[tuple[str, CrlKind, CrlRecord | None]], inst: Installation) -> Table:
-    table = Table("CA", "kind", "number", "base", "thisUpdate", "nextUpdate", "entries", "file")
+_COLUMNS = (
+    Column("CA", "ca"),
+    Column("kind", "kind"),
+    Column("number", "number"),
+    Column("base", "base"),
+    Column("thisUpdate", "this_update", short=(short_time, short_date)),
+    Column("nextUpdate", "next_update", short=(short_time, short_date)),
+    Column("entries", "entries"),
+    Column("file", "file", wrap=True),
+)
+
+
+def _records(
+    records: list[tuple[str, CrlKind, CrlRecord | None]], inst: Installation
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
     for ca_name, kind, crl in records:
         path = crl_file(inst.home, ca_name, kind)
         if crl is None:
-            table.add_row(ca_name, kind, "(none yet)", "", "", "", "", "")
+            rows.append({"ca": ca_name, "kind": kind, "number": "(none yet)"})
             continue
-        table.add_row(
-            ca_name,
-            kind,
-            str(crl.number),
-            "" if crl.base_number is None else str(crl.base_number),
-            _when(crl.this_update),
-            _when(crl.next_update),
-            str(crl.entries),
-            str(path) if path.is_file() else "(not written)",
+        rows.append(
+            {
+                "ca": ca_name,
+                "kind": kind,
+                "number": crl.number,
+                "base": crl.base_number,
+                "this_update": crl.this_update,
+                "next_update": crl.next_update,
+                "entries": crl.entries,
+                "file": str(path) if path.is_file() else "(not written)",
+            }
         )
-    return table
+    return rows
 
 
 @app.command("show")
@@ -65,6 +88,8 @@ def show(
     delta: bool = typer.Option(False, "--delta", help="With --out: the delta CRL"),
     out: Path | None = typer.Option(None, "--out", help="Write the CRL (DER) of --ca here"),
     pem_out: bool = typer.Option(False, "--pem", help="Print the CRL of --ca as PEM"),
+    wide: bool = WIDE_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """The latest complete and delta CRL of each CA (or write one with --out / --pem)."""
     inst = installation(ctx)
@@ -85,7 +110,7 @@ def show(
             console.print(f"wrote {out}")
         return
     rows = [(n, k, service.store.get_crl(n, k, with_der=False)) for n in names for k in _KINDS]
-    console.print(_table(rows, inst))
+    print_records(_records(rows, inst), _COLUMNS, wide=wide, as_json=as_json)
 
 
 @app.command("publish")
@@ -100,7 +125,7 @@ def publish(
         for kind in _KINDS:
             made.append((name, kind, service.publisher.generate(name, kind, actor="cli")))
     service.reload_crls()
-    console.print(_table(made, inst))
+    print_records(_records(made, inst), _COLUMNS)
 
 
 def print_publication_status(inst: Installation, ca_name: str) -> None:
@@ -115,7 +140,7 @@ def print_publication_status(inst: Installation, ca_name: str) -> None:
     for kind in _KINDS:
         record = status.get(kind)
         rows.append((ca_name, kind, record if isinstance(record, CrlRecord) else None))
-    console.print(_table(rows, inst))
+    print_records(_records(rows, inst), _COLUMNS)
     base = service.config.public_base_url
     console.print(
         f"CRL: {crl_url(base, ca_name, 'full')} (delta: {crl_url(base, ca_name, 'delta')})"

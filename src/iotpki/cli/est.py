@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from iotpki.cli.context import console, installation
+from iotpki.cli.context import console, installation, read_file
 from iotpki.core.encoding import load_certificate
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.policy import parse_duration
@@ -38,7 +38,7 @@ def bootstrap_add(
     """Trust a manufacturer CA's IDevIDs for enrollment."""
     record = _enrollment(ctx).add_bootstrap_ca(
         name,
-        load_certificate(certificate.read_bytes()),
+        load_certificate(read_file(certificate)),
         enroll_policy=policy,
         profile=profile,
         approval=approval,

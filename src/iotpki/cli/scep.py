@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from iotpki.cli.context import console, installation
+from iotpki.cli.tables import (
+    JSON_OPTION,
+    WIDE_OPTION,
+    Column,
+    print_records,
+    short_date,
+    short_time,
+)
 from iotpki.core.policy import parse_duration
 from iotpki.core.scep import ScepService
 
@@ -49,19 +56,29 @@ def create(
     print(secret)
 
 
+_PENDING = (
+    Column("CA", "ca"),
+    Column("transaction", "transaction_id", wrap=True),  # approve needs it whole: fold it
+    Column("device", "device_id", wrap=True),
+    Column("profile", "profile"),
+    Column("requested", "requested", short=(short_time, short_date)),
+)
+
+
 @app.command("pending")
-def pending(ctx: typer.Context) -> None:
+def pending(ctx: typer.Context, wide: bool = WIDE_OPTION, as_json: bool = JSON_OPTION) -> None:
     """List SCEP enrollments waiting for an operator."""
-    table = Table("CA", "transaction", "device", "profile", "requested")
-    for record in _service(ctx).transactions("pending"):
-        table.add_row(
-            record.ca_name,
-            record.transaction_id,
-            record.device_id or "",
-            record.profile,
-            record.created_at.isoformat(),
-        )
-    console.print(table)
+    records = [
+        {
+            "ca": record.ca_name,
+            "transaction_id": record.transaction_id,
+            "device_id": record.device_id,
+            "profile": record.profile,
+            "requested": record.created_at,
+        }
+        for record in _service(ctx).transactions("pending")
+    ]
+    print_records(records, _PENDING, wide=wide, as_json=as_json)
 
 
 @app.command("approve")

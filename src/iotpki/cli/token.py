@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
-from iotpki.cli.context import console, installation
-from iotpki.core.access import create_token, list_tokens, revoke_token
+from iotpki.cli.context import console, installation, one_of
+from iotpki.cli.tables import (
+    JSON_OPTION,
+    WIDE_OPTION,
+    Column,
+    print_records,
+    short_date,
+    short_time,
+)
+from iotpki.core.access import PERMISSIONS, create_token, list_tokens, revoke_token
 from iotpki.core.models import Role
 from iotpki.core.policy import parse_duration
 from iotpki.errors import RequestError
 
-__all__ = ["app"]
+__all__ = ["ROLES", "app"]
 
 app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+
+ROLES = one_of(PERMISSIONS)
+"""Every role a token may hold, from the role definitions."""
 
 
 @app.command("create")
 def create(
     ctx: typer.Context,
-    role: str = typer.Option(..., "--role", help="admin, operator, auditor or provisioner"),
+    role: str = typer.Option(..., "--role", help=ROLES),
     description: str = typer.Option("", "--description"),
     lifetime: str | None = typer.Option(None, "--lifetime", help="e.g. 90d [default: none]"),
 ) -> None:
@@ -27,7 +37,7 @@ def create(
     try:
         parsed = Role(role)
     except ValueError:
-        raise RequestError(f"unknown role {role!r}") from None
+        raise RequestError(f"unknown role {role!r}; choose {ROLES}") from None
     inst = installation(ctx)
     token, record = create_token(
         inst.store,
@@ -41,21 +51,32 @@ def create(
     print(token)
 
 
+_LIST_COLUMNS = (
+    Column("id", "id"),
+    Column("description", "description", wrap=True),
+    Column("role", "role"),
+    Column("created", "created", short=(short_time, short_date)),
+    Column("expires", "expires", short=(short_time, short_date)),
+    Column("revoked", "revoked"),
+)
+
+
 @app.command("list")
-def list_(ctx: typer.Context) -> None:
+def list_(ctx: typer.Context, wide: bool = WIDE_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Every token: id, description, role, created, expiry and whether it is revoked."""
     inst = installation(ctx)
-    table = Table("id", "description", "role", "created", "expires", "revoked")
-    for record in list_tokens(inst.store):
-        table.add_row(
-            record.token_id,
-            record.description,
-            str(record.role),
-            record.created_at.isoformat(timespec="seconds"),
-            record.expires_at.isoformat(timespec="seconds") if record.expires_at else "",
-            "yes" if record.revoked else "no",
-        )
-    console.print(table)
+    rows = [
+        {
+            "id": record.token_id,
+            "description": record.description,
+            "role": record.role,
+            "created": record.created_at,
+            "expires": record.expires_at,
+            "revoked": record.revoked,
+        }
+        for record in list_tokens(inst.store)
+    ]
+    print_records(rows, _LIST_COLUMNS, wide=wide, as_json=as_json)
 
 
 @app.command("revoke")

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from iotpki.cli.context import console, installation
+from iotpki.cli.context import console, installation, one_of
 from iotpki.core.access import disable_user, put_user
 from iotpki.core.models import Role
 from iotpki.errors import RequestError
@@ -32,8 +32,7 @@ def _role(value: str) -> Role:
     except ValueError:
         role = None
     if role not in _ROLES:
-        names = ", ".join(str(r) for r in _ROLES)
-        raise RequestError(f"a dashboard user's role is one of {names}, not {value!r}")
+        raise RequestError(f"a dashboard user's role is {one_of(_ROLES)}, not {value!r}")
     return role
 
 
@@ -53,7 +52,7 @@ def _password(from_stdin: bool) -> str:
 def create(
     ctx: typer.Context,
     username: str = typer.Argument(..., help="Sign-in name (letters, digits, . _ @ -)"),
-    role: str = typer.Option(..., "--role", help="admin, operator, auditor or provisioner"),
+    role: str = typer.Option(..., "--role", help=one_of(_ROLES)),
     password_stdin: bool = typer.Option(
         False, "--password-stdin", help="Read the password from the first line of stdin"
     ),

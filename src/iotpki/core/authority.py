@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from iotpki.core import policy
+from iotpki.core.encoding import parse_serial
 from iotpki.core.keyquality import KeyBlocklist, is_blocklisted
 from iotpki.core.keytypes import (
     algorithm_of,
@@ -1060,7 +1061,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def _one_certificate(tx: StoreTransaction, ca: str | None, serial: str) -> CertificateRecord:
-    serial = serial.lower().removeprefix("0x").lstrip("0") or "0"
+    serial = parse_serial(serial)
     record = tx.get_certificate(ca, serial)
     if record is None:
         raise NotFound(f"no certificate with serial {serial}", serial=serial)

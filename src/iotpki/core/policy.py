@@ -33,6 +33,7 @@ from iotpki.errors import ConfigError, KeyRejected, PolicyViolation
 __all__ = [
     "DEFAULT_PROFILES",
     "EKU_NAMES",
+    "INTERNAL_SERVER_PROFILE",
     "Decision",
     "LintMode",
     "Profile",
@@ -40,6 +41,7 @@ __all__ = [
     "decide",
     "decide_renewal",
     "is_valid_name",
+    "operational_profiles",
     "parse_duration",
     "profile_from_mapping",
     "template_request",
@@ -108,6 +110,9 @@ class Profile:
     backdate: timedelta = field(default=timedelta(minutes=1))
     # Issue only for keys a TPM attested (ACME device-attest-01): issue 9.
     require_attestation: bool = False
+    # The PKI's own certificates (its TLS listener, OCSP responders, SCEP RAs): renewed by the
+    # server itself, so kept apart from the fleet's expiry figures.
+    operational: bool = False
 
     def __post_init__(self) -> None:
         for key_type in self.key_types:
@@ -131,6 +136,9 @@ class Profile:
         if not 0.0 <= self.lint_sample_rate <= 1.0:
             raise ConfigError(f"profile {self.name}: lint_sample_rate must be within [0, 1]")
 
+
+INTERNAL_SERVER_PROFILE = "internal-server"
+"""The profile of the server's own TLS certificate."""
 
 _ALL_KEYS = ("p256", "p384", "rsa", "ed25519", "mldsa44", "mldsa65")
 DEFAULT_PROFILES: dict[str, Profile] = {
@@ -166,6 +174,18 @@ DEFAULT_PROFILES: dict[str, Profile] = {
             extended_key_usage=("serverAuth", "clientAuth"),
             san_types=("dns", "ip"),
         ),
+        Profile(  # the server's own HTTPS listener; internal names such as localhost are usual
+            name=INTERNAL_SERVER_PROFILE,
+            identity="server",
+            key_types=("p256", "p384", "rsa", "ed25519"),
+            default_lifetime=timedelta(days=90),
+            max_lifetime=timedelta(days=397),
+            key_usage=("digital_signature",),
+            extended_key_usage=("serverAuth",),
+            san_types=("dns", "ip"),
+            lint="always",
+            operational=True,
+        ),
         Profile(
             name="ocsp-signer",
             identity="responder",
@@ -176,6 +196,7 @@ DEFAULT_PROFILES: dict[str, Profile] = {
             extended_key_usage=("OCSPSigning",),
             ocsp_nocheck=True,
             lint="always",
+            operational=True,
         ),
         Profile(  # RFC 8894 section 2.1: the RA signs CertReps and decrypts requests
             name="scep-ra",
@@ -185,6 +206,7 @@ DEFAULT_PROFILES: dict[str, Profile] = {
             max_lifetime=timedelta(days=397),
             key_usage=("digital_signature", "key_encipherment"),
             lint="always",
+            operational=True,
         ),
         Profile(
             name="sub-ca",
@@ -195,6 +217,7 @@ DEFAULT_PROFILES: dict[str, Profile] = {
             key_usage=("digital_signature", "key_cert_sign", "crl_sign"),
             path_length=0,
             lint="always",
+            operational=True,
         ),
     )
 }
@@ -219,6 +242,11 @@ def profile_from_mapping(name: str, values: Mapping[str, object]) -> Profile:
         return Profile(name=name, **fields)  # type: ignore[arg-type]
     except TypeError as exc:
         raise ConfigError(f"profile {name}: {exc}") from exc
+
+
+def operational_profiles(profiles: Mapping[str, Profile]) -> tuple[str, ...]:
+    """Names of the profiles of the PKI's own certificates, sorted."""
+    return tuple(sorted(name for name, profile in profiles.items() if profile.operational))
 
 
 def check_public_key(key: CertificatePublicKeyTypes, profile: Profile) -> None:

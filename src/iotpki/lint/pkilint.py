@@ -9,6 +9,12 @@ pkilint checks URIs with a URL validator, which refuses every URN; RFC 5280 sect
 allows any RFC 3986 URI, and device identities are URNs (RFC 9039), so an
 ``pkix.invalid_uri_syntax`` finding on a well-formed URN (RFC 8141) is dropped as a false
 positive.
+
+pkilint also requires a dNSName to hold a dot, refusing single-label names such as
+``localhost``; RFC 5280 section 4.2.1.6 asks only for the preferred name syntax of RFC 1034
+section 3.5 (with RFC 1123's leading digits), which a single label satisfies. A private PKI
+names its own listeners and internal hosts that way, so ``pkix.invalid_domain_name_syntax`` on
+a well-formed single-label name is dropped too; any other malformed name is still an ERROR.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ _URN = re.compile(
     r'"urn:[A-Za-z0-9][A-Za-z0-9-]{0,30}[A-Za-z0-9]:'
     r"""(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})+"$"""
 )
+
+# pkilint's message for a dNSName, and an RFC 1034/1123 label: letters, digits, inner hyphens.
+_DOMAIN_MESSAGE = re.compile(r'^Invalid domain name syntax: "(?P<name>[^"]*)"$')
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 # pkilint's ValidationFindingSeverity names, most severe first.
 _RANK = {"FATAL": 0, "ERROR": 1, "WARNING": 2, "NOTICE": 3, "INFO": 4, "DEBUG": 5}
@@ -73,7 +83,7 @@ class PkilintLinter:
             for result in self._validator.validate(document.root)
             for description in result.finding_descriptions
         ]
-        return [f for f in findings if not _is_urn_false_positive(f)]
+        return [f for f in findings if not _is_false_positive(f)]
 
 
 def worst_severity(findings: Iterable[LintFinding]) -> LintStatus:
@@ -93,5 +103,10 @@ def _rank(severity: str) -> int:
         raise ValueError(f"unknown lint severity {severity!r}") from None
 
 
-def _is_urn_false_positive(finding: LintFinding) -> bool:
-    return finding.code == "pkix.invalid_uri_syntax" and bool(_URN.search(finding.message))
+def _is_false_positive(finding: LintFinding) -> bool:
+    if finding.code == "pkix.invalid_uri_syntax":
+        return bool(_URN.search(finding.message))
+    if finding.code == "pkix.invalid_domain_name_syntax":
+        match = _DOMAIN_MESSAGE.match(finding.message)
+        return match is not None and bool(_LABEL.match(match.group("name")))
+    return False

@@ -5,31 +5,50 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-__all__ = ["bar_chart", "hbar_chart"]
+__all__ = ["bar_chart", "hbar_chart", "value_ticks"]
 
 _COLOURS = ("#2b6cb0", "#c05621", "#2f855a", "#b7791f", "#6b46c1", "#c53030", "#4a5568")
+
+
+def value_ticks(peak: int, *, most: int = 5) -> list[int]:
+    """Round values for a count axis from 0 to at least ``peak``: steps of 1, 2 or 5 times a
+    power of ten, at most ``most`` steps."""
+    peak = max(peak, 1)
+    magnitude = 1
+    while True:
+        for factor in (1, 2, 5):
+            step = factor * magnitude
+            if -(-peak // step) <= most:
+                top = -(-peak // step) * step
+                return list(range(0, top + 1, step))
+        magnitude *= 10
 
 
 def bar_chart(
     points: Sequence[tuple[str, int]], *, title: str, width: int = 640, height: int = 180
 ) -> str:
-    """Vertical bars with labels under every few bars (e.g. expiries per week)."""
+    """Vertical bars over a labelled count axis, with labels under every few bars."""
     pad_left, pad_bottom, pad_top = 40, 28, 20
     plot_w, plot_h = width - pad_left - 8, height - pad_bottom - pad_top
-    peak = max([v for _, v in points] + [1])
+    ticks = value_ticks(max([v for _, v in points] + [1]))
+    top = ticks[-1]
     step = plot_w / max(len(points), 1)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" aria-label="{escape(title)}">',
         f'<text x="{pad_left}" y="14" font-size="12" fill="#333">{escape(title)}</text>',
-        f'<text x="{pad_left - 4}" y="{pad_top + 8}" font-size="10" text-anchor="end" '
-        f'fill="#666">{peak}</text>',
-        f'<line x1="{pad_left}" y1="{pad_top + plot_h}" x2="{width - 8}" '
-        f'y2="{pad_top + plot_h}" stroke="#999"/>',
     ]
+    for tick in ticks:
+        y = pad_top + plot_h - plot_h * tick / top
+        colour = "#999" if tick == 0 else "#e2e8f0"
+        parts.append(
+            f'<line x1="{pad_left}" y1="{y:.1f}" x2="{width - 8}" y2="{y:.1f}" '
+            f'stroke="{colour}"/><text x="{pad_left - 4}" y="{y + 3:.1f}" font-size="10" '
+            f'text-anchor="end" fill="#666">{tick}</text>'
+        )
     label_every = max(1, len(points) // 8)
     for i, (label, value) in enumerate(points):
-        h = plot_h * value / peak
+        h = plot_h * value / top
         x = pad_left + i * step + 1
         y = pad_top + plot_h - h
         parts.append(

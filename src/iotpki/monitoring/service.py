@@ -20,6 +20,7 @@ from cryptography import x509
 from iotpki.core.audit import ChainReport, verify_chain
 from iotpki.core.authority import serial_hex
 from iotpki.core.keyquality import KeyBlocklist
+from iotpki.core.policy import operational_profiles
 from iotpki.errors import ConfigError, Conflict, RequestError
 from iotpki.installation import Installation
 from iotpki.jobs import Job, JobRunner
@@ -39,6 +40,7 @@ _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _KINDS = frozenset({"connect", "disconnect", "publish", "tls"})
 _FLUSH_AT = 1000
 _STATS_SECONDS = 30.0
+_ERRORS = ("ERROR", "FATAL")  # lint severities the overview counts as findings
 
 
 def read_secret(inst: Installation, name: str, configured: Any = None) -> bytes:
@@ -274,14 +276,23 @@ class Monitor:
             return cached[1]
         now = self.authority.clock.now()
         stats: dict[str, Any] = self.inventory.counts(now)
+        # The fleet's expiry figures leave out the PKI's own certificates, which the server
+        # renews itself (OCSP responders live a week); they are counted apart.
+        own = operational_profiles(self.installation.settings.resolved_profiles())
         stats["expiring"] = {
-            days: self.inventory.count_expiring(now, now + timedelta(days=days))
+            days: self.inventory.count_expiring(
+                now, now + timedelta(days=days), excluded_profiles=own
+            )
             for days in (7, 30, 90)
         }
         weeks = [now + timedelta(weeks=i) for i in range(27)]
         stats["timeline"] = [
-            (start, self.inventory.count_expiring(start, end))
+            (start, self.inventory.count_expiring(start, end, excluded_profiles=own))
             for start, end in itertools.pairwise(weeks)
+        ]
+        stats["operational"] = self.inventory.profile_expiry(own, now)
+        stats["lint_errors"] = [
+            (code, n) for severity, code, n in self.inventory.lint_summary() if severity in _ERRORS
         ]
         self._stats = (time.monotonic(), stats)
         return stats

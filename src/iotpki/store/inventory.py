@@ -9,6 +9,7 @@ cannot use a trigram index and fall back to a scan.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -200,17 +201,34 @@ class SqlInventoryStore:
         }
         return {"status": status, "profile": by_profile, "algorithm": by_algorithm}
 
-    def count_expiring(self, now: datetime, until: datetime) -> int:
-        """Valid certificates whose not_after falls in [now, until)."""
+    def count_expiring(
+        self, now: datetime, until: datetime, *, excluded_profiles: Sequence[str] = ()
+    ) -> int:
+        """Valid certificates whose not_after falls in [now, until), outside the given profiles."""
         c = s.certificates.c
+        stmt = (
+            select(func.count())
+            .select_from(s.certificates)
+            .where(c.status == _VALID, c.not_after >= now, c.not_after < until)
+        )
+        if excluded_profiles:
+            stmt = stmt.where(c.profile.not_in(excluded_profiles))
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(s.certificates)
-                    .where(c.status == _VALID, c.not_after >= now, c.not_after < until)
-                ).scalar_one()
-            )
+            return int(conn.execute(stmt).scalar_one())
+
+    def profile_expiry(
+        self, profiles: Sequence[str], now: datetime
+    ) -> list[tuple[str, int, datetime]]:
+        """(profile, valid certificates, soonest not_after) for each of ``profiles`` in use."""
+        c = s.certificates.c
+        stmt = (
+            select(c.profile, func.count(), func.min(c.not_after))
+            .where(c.status == _VALID, c.not_after >= now, c.profile.in_(profiles))
+            .group_by(c.profile)
+            .order_by(c.profile)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], int(r[1]), r[2]) for r in conn.execute(stmt)]
 
     def lifetimes(self, limit: int = 100_000) -> list[float]:
         """Lifetimes in days of the newest certificates (for the report's distribution)."""

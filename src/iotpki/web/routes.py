@@ -236,7 +236,7 @@ class Dashboard:
         findings = await run_in_threadpool(self.monitor.store.open_findings_by_check)
         timeline = bar_chart(
             [(start.strftime("%m-%d"), n) for start, n in stats["timeline"]],
-            title="Certificates expiring per week (next 26 weeks)",
+            title="Certificates expiring per week, next 26 weeks (the PKI's own not counted)",
             width=1200,
         )
         expiring = [
@@ -251,6 +251,8 @@ class Dashboard:
             cas=ca_rows,
             publication=publication,
             findings=sorted(findings.items()),
+            lint_errors=stats["lint_errors"],
+            operational=stats["operational"],
             timeline=Markup(timeline),
             profiles=Markup(
                 hbar_chart(

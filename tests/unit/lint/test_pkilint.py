@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,6 +73,7 @@ def _leaf(
     subject: x509.Name | None = None,
     key_usage: x509.KeyUsage | None = None,
     key_usage_critical: bool = True,
+    names: tuple[x509.GeneralName, ...] = (x509.DNSName("device-0001.iot.example"),),
 ) -> bytes:
     """A P-256 device certificate; the keyword arguments each introduce one defect."""
     if subject is None:
@@ -92,10 +94,7 @@ def _leaf(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
             critical=False,
         )
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("device-0001.iot.example")]),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
         .sign(ca.key, hashes.SHA256())
     )
     return certificate.public_bytes(Encoding.DER)
@@ -188,6 +187,26 @@ def test_non_critical_key_usage_is_a_warning(
         (f.severity, f.code) for f in findings
     ]
     assert worst_severity(findings) == "warn"
+
+
+@pytest.mark.parametrize("name", ["localhost", "broker", "gw-01", "3com"])
+def test_single_label_dns_name_is_rfc_5280_syntax(
+    linter: PkilintLinter, ca: _CA, device_key: ec.EllipticCurvePrivateKey, name: str
+) -> None:
+    # RFC 5280 4.2.1.6 -> RFC 1034 3.5 (RFC 1123 2.1): one label is a valid domain name.
+    ip = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    findings = linter.lint(_leaf(ca, device_key, names=(x509.DNSName(name), ip)))
+
+    assert findings == [SKI_INFO]
+
+
+@pytest.mark.parametrize("name", ["bad_name", "-lead", "trail-", "a..b", "dot.", " "])
+def test_malformed_dns_name_is_still_an_error(
+    linter: PkilintLinter, ca: _CA, device_key: ec.EllipticCurvePrivateKey, name: str
+) -> None:
+    findings = linter.lint(_leaf(ca, device_key, names=(x509.DNSName(name),)))
+
+    assert ("ERROR", "pkix.invalid_domain_name_syntax") in [(f.severity, f.code) for f in findings]
 
 
 @pytest.mark.parametrize(
