@@ -72,7 +72,7 @@ def list_(ctx: typer.Context, wide: bool = WIDE_OPTION, as_json: bool = JSON_OPT
             "role": record.role,
             "created": record.created_at,
             "expires": record.expires_at,
-            "revoked": record.revoked,
+            "revoked": record.revoked if as_json else ("yes" if record.revoked else "no"),
         }
         for record in list_tokens(inst.store)
     ]
