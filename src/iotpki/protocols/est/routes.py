@@ -154,7 +154,7 @@ class EstEndpoints:
         credentials = _basic_credentials(request)
         if credentials is None:
             raise AuthError("authenticate with an IDevID client certificate or HTTP Basic")
-        return self.enrollment.authenticate_secret(*credentials)
+        return self.enrollment.authenticate_secret(*credentials, client_address(request))
 
     async def simpleenroll(self, request: Request, label: str | None) -> Response:
         """RFC 7030 section 4.2.1: initial enrollment."""
