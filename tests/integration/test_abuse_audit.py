@@ -134,3 +134,19 @@ def test_reads_go_to_the_access_log_not_the_chain(
     assert len(lines) == 6
     assert any(line.startswith("203.0.113.9 - GET /.well-known/est/cacerts") for line in lines)
     assert len(list(inst.store.audit_events())) == before
+
+
+def test_folding_on_each_database(any_inst: Installation, clock: ManualClock) -> None:
+    def refuse() -> None:
+        any_inst.authority.audit_refusal(
+            AuthError("bad"), source="192.0.2.5", actor="x", action="x.refused", target="t"
+        )
+
+    for _ in range(10):
+        refuse()
+    clock.advance(timedelta(seconds=61))
+    assert any_inst.authority.flush_refusals() == 1
+    refuse()
+    assert [e.data.get(REPEATED) for e in _events(any_inst, "x.refused")] == [None, 9, None]
+    counts = SqlMonitoringStore(any_inst.store).audit_counts(_EVER, ["x.refused"])
+    assert counts == {"x.refused": 11}

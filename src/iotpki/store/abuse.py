@@ -70,11 +70,12 @@ class AbuseSql:
             dialect_insert(s.refusal_counters)
             .values(_counter_values(counter))
             .on_conflict_do_nothing()
-        )
+            .returning(s.refusal_counters.c.source)
+        ).first()
         row = self._conn.execute(
             select(s.refusal_counters).where(_key(counter)).with_for_update()
         ).one()
-        return _counter(row), inserted.rowcount == 1
+        return _counter(row), inserted is not None
 
     def put_refusal_counter(self, counter: RefusalCounter) -> None:
         """Store a counter claimed in this transaction."""
