@@ -1,6 +1,8 @@
 """One installation: its data directory, settings, store, key backends and authority.
 
-The CLI and the server both start here; this is where settings turn into objects.
+The CLI and the server both start here; this is where settings turn into objects. Everything in
+the data directory is private: files are created under a umask of 0o077 (0600, directories
+0700), and each start names, in a warning, every file or directory that is looser.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import json
 import logging
 import os
 import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +30,7 @@ from iotpki.keys.file import FileKeyBackend, write_private
 from iotpki.settings import Settings
 from iotpki.store import SqlStore
 
-__all__ = ["Installation", "open_installation"]
+__all__ = ["Installation", "loose_permissions", "open_installation"]
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +155,20 @@ def open_installation(
             raise ConfigError(f"no installation at {home}: run `iotpki init` first")
         home.mkdir(parents=True, mode=0o700)
     os.chmod(home, 0o700)
-    store = SqlStore(settings.effective_database_url)
-    store.migrate()
-    keys: dict[str, KeyBackend] = {
-        "file": FileKeyBackend(home / "keys", _passphrase(settings, create))
-    }
+    database = _sqlite_file(settings.effective_database_url)
+    fresh = database is not None and not database.exists()
+    with _private_files():
+        store = SqlStore(settings.effective_database_url)
+        store.migrate()
+        keys: dict[str, KeyBackend] = {
+            "file": FileKeyBackend(home / "keys", _passphrase(settings, create))
+        }
+    if fresh and database is not None:
+        _make_private(database)
+    for path in loose_permissions(home):
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        wanted = "0700" if path.is_dir() else "0600"
+        log.warning("%s is open to other users (mode %04o): chmod it to %s", path, mode, wanted)
     pkcs11 = _pkcs11_backend(settings)
     if pkcs11 is not None:
         keys["pkcs11"] = pkcs11
@@ -178,6 +192,44 @@ def open_installation(
     )
     _audit_settings(settings, authority)
     return Installation(settings, store, keys, authority)
+
+
+@contextmanager
+def _private_files() -> Iterator[None]:
+    """Create files 0600 and directories 0700 (umask 0o077) inside the block."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other databases or in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _make_private(database: Path) -> None:
+    """Restrict a new SQLite database and its WAL and shared-memory files to the owner."""
+    for suffix in ("", "-wal", "-shm"):
+        path = database.with_name(database.name + suffix)
+        if path.exists():
+            os.chmod(path, 0o600)
+
+
+def loose_permissions(home: Path) -> list[Path]:
+    """Every file (beyond 0600) and directory (beyond 0700) of the home others may use."""
+    loose = []
+    for root, dirs, files in os.walk(home):
+        for name in (*dirs, *files):
+            path = Path(root) / name
+            mode = path.lstat().st_mode
+            if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+                loose.append(path)
+    return loose
 
 
 def _key_blocklist(settings: Settings) -> KeyBlocklist | None:

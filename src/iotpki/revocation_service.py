@@ -182,7 +182,7 @@ class RevocationService:
     def _write_file(self, record: CrlRecord) -> None:
         assert record.der is not None
         path = crl_file(self.installation.home, record.ca_name, record.kind)
-        write_atomically(path, record.der)
+        write_atomically(path, record.der, mode=0o600)  # in the private home
 
     def _run_command(self, records: list[CrlRecord]) -> None:
         command = self.installation.settings.revocation.publish_command
@@ -236,16 +236,16 @@ class RevocationService:
         return self.installation.authority.clock.now()
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write a file so that readers see the old or the new content, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if mode & 0o077 == 0 else 0o777)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

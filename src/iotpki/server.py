@@ -45,7 +45,7 @@ from iotpki.core.policy import INTERNAL_SERVER_PROFILE
 from iotpki.core.scep import ScepService
 from iotpki.installation import Installation
 from iotpki.keys.file import write_private
-from iotpki.monitoring.metrics import CONTENT_TYPE_LATEST, Metrics
+from iotpki.monitoring.metrics import CONTENT_TYPE_LATEST, Metrics, route_label
 from iotpki.monitoring.service import Monitor
 from iotpki.protocols import acme, aia
 from iotpki.protocols import crl as crl_protocol
@@ -86,7 +86,7 @@ class Service:
 
 
 class _TimingMiddleware:
-    """Observes request latency per listener and route prefix."""
+    """Observes request latency per listener and matched route template."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, listener: str) -> None:
         self.app = app
@@ -101,8 +101,8 @@ class _TimingMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            route = "/".join(scope["path"].split("/")[:3])[:48] or "/"
-            self.metrics.latency.labels(self.listener, route).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            self.metrics.latency.labels(self.listener, route_label(scope)).observe(elapsed)
 
 
 def _common_routes(service: Service) -> list[BaseRoute]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Iterator
@@ -65,18 +66,26 @@ def ops(inst: Installation) -> Iterator[Ops]:
     yield Ops(inst)
 
 
-def test_sign_in_sets_a_strict_cookie_and_pages_render(ops: Ops) -> None:
+def test_sign_in_sets_a_strict_cookie_and_pages_render(
+    ops: Ops, caplog: pytest.LogCaptureFixture
+) -> None:
     client = TestClient(ops.app, base_url="https://testserver", follow_redirects=False)
     assert client.get("/").status_code == 303  # to the sign-in page
     reply = client.post("/ui/login", data={"token": ops.tokens[Role.ADMIN], "next": "/"})
     cookie = reply.headers["set-cookie"].lower()
     assert "httponly" in cookie and "secure" in cookie and "samesite=strict" in cookie
+    before = len(ops.audit_actions())
     for path in ("/", "/ui/certificates", "/ui/audit", "/ui/findings", "/ui/report"):
-        page = client.get(path)
+        with caplog.at_level(logging.INFO, logger="iotpki.access"):
+            page = client.get(path)
         assert page.status_code == 200, (path, page.text)
         assert "default-src 'none'" in page.headers["content-security-policy"]
         assert "http://" not in page.text.replace("http://www.w3.org/2000/svg", "")
-    assert "ui.login" in ops.audit_actions() and "ui.overview" in ops.audit_actions()
+    assert "ui.login" in ops.audit_actions()
+    # Page views are access-log lines, one per request, and add nothing to the audit chain.
+    views = [r.getMessage() for r in caplog.records if r.name == "iotpki.access"]
+    assert len(views) == 5 and any(line.endswith(" ui.overview") for line in views)
+    assert len(ops.audit_actions()) == before
 
 
 def test_user_sign_in_and_wrong_password(ops: Ops) -> None:

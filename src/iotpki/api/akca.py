@@ -121,17 +121,15 @@ class AkcaEndpoint:
                     )
                 return await handler(request, actor)
             except IotpkiError as exc:
-                if not exc.audited:
-                    data: dict[str, object] = {"reason": exc.message[:512], "code": exc.code}
-                    if "check" in exc.data:
-                        data["check"] = exc.data["check"]
-                    await run_in_threadpool(
-                        self.authority.record_event,
-                        actor,
-                        f"akca.{action}.refused",
-                        request.url.path[:256],
-                        data,
-                    )
+                await run_in_threadpool(
+                    self.authority.audit_refusal,
+                    exc,
+                    source=address,
+                    actor=actor,
+                    action=f"akca.{action}.refused",
+                    target=request.url.path,
+                    extra={"check": exc.data["check"]} if "check" in exc.data else None,
+                )
                 headers = (
                     {"Retry-After": str(exc.data["retry_after"])}
                     if "retry_after" in exc.data

@@ -31,6 +31,7 @@ from iotpki.core.models import (
 )
 from iotpki.core.policy import parse_duration
 from iotpki.errors import AuthError, ConfigError, IotpkiError, MalformedInput, RequestError
+from iotpki.protocols.access import client_address
 from iotpki.protocols.http import read_body
 
 __all__ = ["api_routes", "certificate_json"]
@@ -174,14 +175,15 @@ class AdminApi:
                 access.authorize(caller.role, action)
                 return await handler(request, caller)
             except IotpkiError as exc:
-                if not exc.audited:
-                    await run_in_threadpool(
-                        self.authority.record_event,
-                        actor,
-                        "api.denied" if isinstance(exc, AuthError) else "api.refused",
-                        request.url.path[:256],
-                        {"reason": exc.message, "code": exc.code, "action": action},
-                    )
+                await run_in_threadpool(
+                    self.authority.audit_refusal,
+                    exc,
+                    source=client_address(request),
+                    actor=actor,
+                    action="api.denied" if isinstance(exc, AuthError) else "api.refused",
+                    target=request.url.path,
+                    extra={"action": action},
+                )
                 return JSONResponse(exc.as_dict(), status_code=exc.status)
 
         return wrapped

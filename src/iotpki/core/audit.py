@@ -5,21 +5,44 @@ event (sorted keys, no white space, UTC time in ISO 8601). The first event chain
 ``GENESIS``. Verification walks the chain in sequence order and names the first entry that was
 modified, deleted, inserted or reordered; the stored head (last sequence number and hash)
 catches entries cut from the end.
+
+The chain records state changes and security decisions, not noise: refusals of anonymous
+requests are folded per source, action and error code into windows (:func:`fold_refusal`). The
+first refusal of a window is written at once; the repeats are only counted, in a
+``refusal_counters`` row updated in the same transaction, and written as one summary entry
+(``data["repeated"]`` = how many) when the next window opens or :func:`flush_refusals` finds
+the window closed. A crash loses nothing: the counts are durable and the next flush writes them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
-from iotpki.core.models import AuditEvent
+from iotpki.core.models import AuditEvent, RefusalCounter
+from iotpki.core.ports import StoreTransaction
 
-__all__ = ["GENESIS", "ChainReport", "canonical_encoding", "chain_hash", "verify_chain"]
+__all__ = [
+    "GENESIS",
+    "REPEATED",
+    "ChainReport",
+    "canonical_encoding",
+    "chain_hash",
+    "flush_refusals",
+    "fold_refusal",
+    "source_key",
+    "verify_chain",
+]
 
 GENESIS = "0" * 64
+REPEATED = "repeated"
+"""The data key of a summary entry: how many refusals after the window's first it stands for."""
+
+_FLUSH_BATCH = 500
 
 
 def canonical_encoding(
@@ -84,3 +107,80 @@ def verify_chain(events: Iterable[AuditEvent], head: tuple[int, str]) -> ChainRe
             f"the chain ends at entry {last_seq} but its anchor records entry {head_seq}",
         )
     return ChainReport(True, count)
+
+
+def source_key(address: str) -> str:
+    """The source a refusal is counted under: the IP address, or its /64 for IPv6."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64] or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def fold_refusal(
+    tx: StoreTransaction,
+    now: datetime,
+    window: timedelta,
+    *,
+    source: str,
+    actor: str,
+    action: str,
+    target: str,
+    data: dict[str, object],
+) -> AuditEvent | None:
+    """Audit an anonymous refusal: a window's first at once (the event), repeats counted (None)."""
+    fresh = RefusalCounter(
+        source=source,
+        action=action,
+        code=str(data.get("code", "")),
+        actor=actor,
+        window_start=now,
+        last_time=now,
+        target=target,
+        reason=str(data.get("reason", ""))[:512],
+    )
+    counter, created = tx.claim_refusal_counter(fresh)
+    if not created:
+        if now < counter.window_start + window:
+            repeat = replace(
+                counter,
+                count=counter.count + 1,
+                last_time=max(now, counter.last_time),
+                target=fresh.target,
+                reason=fresh.reason,
+            )
+            tx.put_refusal_counter(repeat)
+            return None
+        _summarise(tx, now, counter)
+        tx.put_refusal_counter(fresh)
+    return tx.append_audit(now, actor, action, target, {**data, "source": source})
+
+
+def flush_refusals(tx: StoreTransaction, now: datetime, window: timedelta) -> int:
+    """Summarise and forget the counters whose window has closed; how many were summarised."""
+    summarised = 0
+    for counter in tx.closed_refusal_counters(now - window, _FLUSH_BATCH):
+        summarised += _summarise(tx, now, counter)
+        tx.delete_refusal_counter(counter)
+    return summarised
+
+
+def _summarise(tx: StoreTransaction, now: datetime, counter: RefusalCounter) -> int:
+    """Write one entry for a window's repeated refusals (none when there were none)."""
+    if counter.count == 0:
+        return 0
+    data: dict[str, object] = {
+        "code": counter.code,
+        "reason": counter.reason,
+        "source": counter.source,
+        REPEATED: counter.count,
+        "window_start": counter.window_start.astimezone(UTC).isoformat(),
+        "window_end": counter.last_time.astimezone(UTC).isoformat(),
+    }
+    tx.append_audit(now, counter.actor, counter.action, counter.target, data)
+    return 1

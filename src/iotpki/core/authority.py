@@ -2,7 +2,9 @@
 
 It is synchronous and knows nothing of HTTP; every change it makes is written to the audit log in
 the same store transaction as the change, and a certificate is recorded before it is returned.
-Refusals are audited in a transaction of their own and change nothing else.
+Refusals are audited in a transaction of their own and change nothing else; refusals of
+anonymous requests go through :meth:`Authority.audit_refusal`, which folds repeats from one source
+(:func:`iotpki.core.audit.fold_refusal`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from iotpki.core import policy
+from iotpki.core.audit import flush_refusals, fold_refusal, source_key
 from iotpki.core.encoding import parse_serial
 from iotpki.core.keyquality import KeyBlocklist, is_blocklisted
 from iotpki.core.keytypes import (
@@ -97,6 +100,7 @@ class AuthorityConfig:
     default_ca: str | None = None
     organization: str | None = None
     key_blocklist: KeyBlocklist | None = None  # e.g. the Debian weak keys (CVE-2008-0166)
+    refusal_window: timedelta = timedelta(seconds=60)  # anonymous refusals fold per window
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,43 @@ class Authority:
         with self._store.transaction() as tx:
             tx.append_audit(self._clock.now(), actor, action, target, data)
         self._emit(action, actor, data)
+
+    def audit_refusal(
+        self,
+        exc: IotpkiError,
+        *,
+        source: str,
+        actor: str,
+        action: str,
+        target: str,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        """Audit the refusal of an anonymous request from ``source`` (once per error).
+
+        The first refusal of a source, action and code in a window is written at once; the
+        repeats are counted and written as one summary entry when the window closes.
+        """
+        if exc.audited:
+            return
+        exc.audited = True
+        data: dict[str, object] = {"reason": exc.message[:512], "code": exc.code, **(extra or {})}
+        with self._store.transaction() as tx:
+            fold_refusal(
+                tx,
+                self._clock.now(),
+                self._config.refusal_window,
+                source=source_key(source),
+                actor=actor,
+                action=action,
+                target=target[:256],
+                data=data,
+            )
+        self._emit(action, actor, data)
+
+    def flush_refusals(self) -> int:
+        """Write the summary entry of every closed refusal window; how many were written."""
+        with self._store.transaction() as tx:
+            return flush_refusals(tx, self._clock.now(), self._config.refusal_window)
 
     @contextmanager
     def _refusals_audited(self, actor: str, action: str, target: str) -> Iterator[None]:

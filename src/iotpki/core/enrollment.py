@@ -7,8 +7,9 @@ Three ways to authenticate an enrolling device, each mapped to a device of the r
   whether only devices bound to it beforehand (``registered``) or any of its devices (``any``)
   may enroll;
 - a one-time enrollment secret made for one device, with an expiry; it is consumed in the
-  transaction that records the certificate, and failed guesses lock the device's secrets for a
-  while;
+  transaction that records the certificate. Failed guesses lock the device's secrets for a while
+  for the source address they came from, so that a stranger elsewhere cannot lock a device out,
+  and for every source once a much higher per-device ceiling is reached (distributed guessing);
 - for renewal, the device's current certificate from this installation: valid, unrevoked and
   stored exactly as presented.
 
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
+from iotpki.core.audit import source_key
 from iotpki.core.authority import Authority, Issued, RecordHook, serial_hex
 from iotpki.core.device_id import check_device_id, is_device_id
 from iotpki.core.keytypes import algorithm_of, generate_private_key, signature_hash
@@ -45,6 +47,7 @@ from iotpki.core.models import (
     EnrollmentSecretRecord,
     IdevidBinding,
     KeyAlgorithm,
+    SecretLockout,
 )
 from iotpki.core.ports import StoreTransaction
 from iotpki.errors import (
@@ -76,7 +79,8 @@ _DER = serialization.Encoding.DER
 class EnrollmentConfig:
     """Limits of enrollment: secret guessing, approval polling, secret lifetime."""
 
-    max_secret_failures: int = 5
+    max_secret_failures: int = 5  # per device and source address
+    max_device_failures: int = 100  # per device from every source: stops distributed guessing
     lockout: timedelta = timedelta(minutes=15)
     retry_after: int = 60
     default_secret_lifetime: timedelta = timedelta(days=7)
@@ -142,12 +146,21 @@ class Enrollment:
         return self.authority.clock.now()
 
     @contextmanager
-    def _audited(self, actor: str, action: str, target: str) -> Iterator[None]:
-        """Audit an ``IotpkiError`` raised inside as ``<action>.refused`` (once)."""
+    def _audited(
+        self, actor: str, action: str, target: str, source: str | None = None
+    ) -> Iterator[None]:
+        """Audit an ``IotpkiError`` raised inside as ``<action>.refused`` (once).
+
+        With the ``source`` of an anonymous request, repeats fold per source and window.
+        """
         try:
             yield
         except IotpkiError as exc:
-            if not exc.audited:
+            if source is not None:
+                self.authority.audit_refusal(
+                    exc, source=source, actor=actor, action=f"{action}.refused", target=target
+                )
+            elif not exc.audited:
                 exc.audited = True
                 self.authority.record_event(
                     actor, f"{action}.refused", target, {"reason": exc.message, "code": exc.code}
@@ -388,28 +401,33 @@ class Enrollment:
             bootstrap_ca=issuer.name,
         )
 
-    def authenticate_secret(self, device_id: str, secret: str) -> Enrollee:
+    def authenticate_secret(self, device_id: str, secret: str, source: str = "unknown") -> Enrollee:
         """The device, if ``secret`` is its unused, unexpired enrollment secret.
 
-        Failed guesses count against every live secret of the device; after
-        ``max_secret_failures`` they are locked for ``lockout`` (``RateLimited``).
+        Failed guesses from one ``source`` address lock the device's secrets for that source
+        after ``max_secret_failures``, and for every source after ``max_device_failures``, for
+        ``lockout`` (``RateLimited``).
         """
         actor = f"est:secret:{device_id[:128]}"
-        with self._audited(actor, "est.authenticate", device_id[:128]):
+        source = source_key(source)
+        with self._audited(actor, "est.authenticate", device_id[:128], source):
             if not is_device_id(device_id):
                 raise AuthError("the user name is not a valid device ID")
             now = self._now()
             with self._store.transaction(readonly=True) as tx:
                 stored = tx.enrollment_secrets(device_id)
+                mine = tx.secret_lockout(device_id, source)
             live = [s for s in stored if s.used_at is None and s.expires_at > now]
             locked = [s.locked_until for s in live if s.locked_until and s.locked_until > now]
+            if mine is not None and mine.locked_until is not None and mine.locked_until > now:
+                locked.append(mine.locked_until)
             if locked:
                 wait = int((max(locked) - now).total_seconds()) + 1
                 raise RateLimited("too many failed attempts: enrollment locked", retry_after=wait)
             digest = _hash(secret)
             match = next((s for s in stored if hmac.compare_digest(s.secret_hash, digest)), None)
             if match is None:
-                self._count_failure(actor, device_id, live, now)
+                self._count_failure(actor, device_id, source, live, now)
             if match.used_at is not None:
                 raise AuthError("the enrollment secret was already used")
             if match.expires_at <= now:
@@ -425,27 +443,47 @@ class Enrollment:
         )
 
     def _count_failure(
-        self, actor: str, device_id: str, live: list[EnrollmentSecretRecord], now: datetime
+        self,
+        actor: str,
+        device_id: str,
+        source: str,
+        live: list[EnrollmentSecretRecord],
+        now: datetime,
     ) -> NoReturn:
-        locked = False
+        """Count a wrong guess per device and source, lock where a limit is reached, refuse."""
+        until = now + self.config.lockout
+        locked: list[str] = []
         with self._store.transaction() as tx:
             for record in live:
                 failures = record.failed_attempts + 1
                 locked_until = record.locked_until
-                if failures >= self.config.max_secret_failures:
-                    failures, locked_until, locked = 0, now + self.config.lockout, True
+                if failures >= self.config.max_device_failures:
+                    failures, locked_until = 0, until
+                    locked.append("device")
                 tx.update_enrollment_secret(
                     replace(record, failed_attempts=failures, locked_until=locked_until)
                 )
-            tx.append_audit(
-                now,
-                actor,
-                "est.authenticate.refused",
-                device_id[:128],
-                {"reason": "wrong enrollment secret", "code": "unauthorized", "locked": locked},
-            )
+            if live:  # a device without live secrets has nothing to guess, nor to lock
+                tx.prune_secret_lockouts(device_id, now - self.config.lockout)
+                previous = tx.secret_lockout(device_id, source)
+                failures = previous.failures + 1 if previous else 1
+                locked_until = previous.locked_until if previous else None
+                if failures >= self.config.max_secret_failures:
+                    failures, locked_until = 0, until
+                    locked.append("source")
+                tx.put_secret_lockout(SecretLockout(device_id, source, failures, now, locked_until))
+            for scope in sorted(set(locked)):
+                data: dict[str, object] = {"source": source, "scope": scope, "until": str(until)}
+                tx.append_audit(now, actor, "est.secret.locked", device_id[:128], data)
         error = AuthError("wrong or unknown enrollment secret")
-        error.audited = True
+        self.authority.audit_refusal(
+            error,
+            source=source,
+            actor=actor,
+            action="est.authenticate.refused",
+            target=device_id[:128],
+            extra={"locked": bool(locked)},
+        )
         raise error
 
     def authenticate_current(self, cert: x509.Certificate) -> CertificateRecord:

@@ -212,6 +212,25 @@ class AuditEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusalCounter:
+    """Repeated anonymous refusals of one source, action and code within one window.
+
+    The window's first refusal is in the audit chain; ``count`` more arrived after it and are
+    written as one summary entry when the window closes.
+    """
+
+    source: str
+    action: str
+    code: str
+    actor: str
+    window_start: datetime
+    last_time: datetime
+    count: int = 0
+    target: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LintFinding:
     """One pkilint finding on a certificate."""
 
@@ -278,6 +297,17 @@ class EnrollmentSecretRecord:
     approval: bool = False
     used_at: datetime | None = None
     failed_attempts: int = 0
+    locked_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretLockout:
+    """Failed enrollment-secret guesses at one device from one source address."""
+
+    device_id: str
+    source: str
+    failures: int
+    updated_at: datetime
     locked_until: datetime | None = None
 
 

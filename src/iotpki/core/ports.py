@@ -29,10 +29,12 @@ from iotpki.core.models import (
     KeyAlgorithm,
     KeyAttestation,
     LintFinding,
+    RefusalCounter,
     RevocationReason,
     ScepChallengeRecord,
     ScepRaRecord,
     ScepTransactionRecord,
+    SecretLockout,
     SessionRecord,
     ThrottleRecord,
     UserRecord,
@@ -245,6 +247,18 @@ class StoreTransaction(Protocol):
         """Store a secret's use and failure counters; False if it was used meanwhile."""
         ...
 
+    def secret_lockout(self, device_id: str, source: str) -> SecretLockout | None:
+        """The failed guesses at a device's secrets from one source, if any."""
+        ...
+
+    def put_secret_lockout(self, record: SecretLockout) -> None:
+        """Insert or replace the failed guesses of one device and source."""
+        ...
+
+    def prune_secret_lockouts(self, device_id: str, before: datetime) -> None:
+        """Forget a device's failure counts last updated before ``before``."""
+        ...
+
     def add_approval(self, record: ApprovalRecord) -> None:
         """Insert an enrollment approval request."""
         ...
@@ -323,6 +337,22 @@ class StoreTransaction(Protocol):
         self, time: datetime, actor: str, action: str, target: str, data: dict[str, object]
     ) -> AuditEvent:
         """Append one event to the hash chain, serialised against other writers."""
+        ...
+
+    def claim_refusal_counter(self, counter: RefusalCounter) -> tuple[RefusalCounter, bool]:
+        """The locked counter of ``counter``'s key, inserted as given if absent (then True)."""
+        ...
+
+    def put_refusal_counter(self, counter: RefusalCounter) -> None:
+        """Store a counter claimed in this transaction."""
+        ...
+
+    def closed_refusal_counters(self, before: datetime, limit: int) -> list[RefusalCounter]:
+        """Locked counters whose window started before ``before``, oldest first."""
+        ...
+
+    def delete_refusal_counter(self, counter: RefusalCounter) -> None:
+        """Forget a counter (its window was written to the chain)."""
         ...
 
 

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from iotpki.core.models import CARecord
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "UNMATCHED", "Metrics", "route_label"]
+
+UNMATCHED = "unmatched"
+"""The one ``route`` label of every request that matched no route."""
 
 
 def _protocol(actor: str) -> str:
     """The protocol label of an actor such as ``api:3f2a`` or ``est:dev-1``."""
     return actor.split(":", 1)[0]
+
+
+def route_label(scope: Mapping[str, Any]) -> str:
+    """The template of the route a request matched (``/crl/{name}``), else ``unmatched``.
+
+    Labels come from the application's own routes, never from the request's path, so that no
+    client can create new series.
+    """
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED
 
 
 class Metrics:

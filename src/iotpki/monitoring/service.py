@@ -161,6 +161,7 @@ class Monitor:
                 Job("monitoring.scan", self.settings.scan_interval, self.scan, exclusive=True),
                 Job("monitoring.deliver", 15.0, self.alerter.deliver_due, exclusive=True),
                 Job("monitoring.usage", 5.0, self.flush_usage),
+                Job("audit.refusals", 30.0, self.authority.flush_refusals, exclusive=True),
             ],
             self.store.exclusive,
         )

@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 
 from iotpki.core.authority import Authority
 from iotpki.errors import NotFound
+from iotpki.protocols.access import log_access
 
 __all__ = ["routes"]
 
@@ -19,6 +20,7 @@ def routes(authority: Authority) -> list[BaseRoute]:
 
     async def ca_certificate(request: Request) -> Response:
         name = request.path_params["name"]
+        log_access(request, "ca.certificate")
         try:
             ca = await run_in_threadpool(authority.get_ca, name)
         except NotFound:

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
+from iotpki.core.audit import REPEATED
 from iotpki.core.models import AuditEvent, CAStatus, CertStatus
 from iotpki.monitoring.records import (
     Delivery,
@@ -471,16 +472,39 @@ class SqlMonitoringStore:
     # -- audit-derived rates ------------------------------------------------------------------
 
     def audit_counts(self, since: datetime, actions: Sequence[str]) -> dict[str, int]:
-        """How many audit events of each action (``%`` patterns allowed) since a time."""
+        """How many audit events of each action (``%`` patterns allowed) since a time.
+
+        Folded refusals count in full: a summary entry as the repeats it stands for, and the
+        repeats of windows still open from the refusal counters.
+        """
         a = s.audit_events.c
+        r = s.refusal_counters.c
         clauses = [a.action.like(p) if "%" in p else a.action == p for p in actions]
+        pending = [r.action.like(p) if "%" in p else r.action == p for p in actions]
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(a.action, func.count())
                 .where(a.time >= since, or_(*clauses))
                 .group_by(a.action)
             )
-            return {r[0]: int(r[1]) for r in rows}
+            counts = {row[0]: int(row[1]) for row in rows}
+            summaries = conn.execute(
+                select(a.action, a.data).where(
+                    a.time >= since, or_(*clauses), a.data.like(f'%"{REPEATED}":%')
+                )
+            )
+            for action, data in summaries:
+                repeated = json.loads(data).get(REPEATED)
+                if isinstance(repeated, int):
+                    counts[action] += repeated - 1
+            open_windows = conn.execute(
+                select(r.action, func.sum(r.repeats))
+                .where(r.last_time >= since, r.repeats > 0, or_(*pending))
+                .group_by(r.action)
+            )
+            for action, repeats in open_windows:
+                counts[action] = counts.get(action, 0) + int(repeats)
+            return counts
 
     def audit_top_targets(
         self, since: datetime, actions: Sequence[str], limit: int = 10

@@ -41,9 +41,11 @@ __all__ = [
     "key_checks",
     "lint_findings",
     "metadata",
+    "refusal_counters",
     "scep_challenges",
     "scep_ras",
     "scep_transactions",
+    "secret_lockouts",
     "signin_throttle",
     "usage_events",
     "users",
@@ -575,4 +577,31 @@ signin_throttle = Table(
     Column("failures", Integer, nullable=False),
     Column("last_failure", UTCDateTime, nullable=False),
     Column("blocked_until", UTCDateTime),
+)
+
+# -- abuse: folded anonymous refusals, per-source secret lockouts (migration abuse_0001) --------
+
+refusal_counters = Table(
+    "refusal_counters",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("action", String(64), primary_key=True),
+    Column("code", String(64), primary_key=True),
+    Column("actor", String(128), nullable=False),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("last_time", UTCDateTime, nullable=False),
+    Column("repeats", Integer, nullable=False),
+    Column("target", String(256), nullable=False),
+    Column("reason", String(512), nullable=False),
+    Index("ix_refusal_counters_window", "window_start"),
+)
+
+secret_lockouts = Table(
+    "secret_lockouts",
+    metadata,
+    Column("device_id", String(128), primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("locked_until", UTCDateTime),
 )

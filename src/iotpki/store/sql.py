@@ -41,6 +41,7 @@ from iotpki.core.models import (
 )
 from iotpki.errors import BackendError, Conflict
 from iotpki.store import schema as s
+from iotpki.store.abuse import AbuseSql
 from iotpki.store.attestation import AttestationSql
 from iotpki.store.auth import AuthSql
 from iotpki.store.enrollment import EnrollmentSql
@@ -156,7 +157,7 @@ def _audit(row: Row[Any]) -> AuditEvent:
     )
 
 
-class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql, AuthSql):
+class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql, AuthSql, AbuseSql):
     """The ``StoreTransaction`` port over one SQLAlchemy connection in a transaction."""
 
     def __init__(self, conn: Connection) -> None:

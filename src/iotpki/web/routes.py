@@ -1,10 +1,11 @@
 """The dashboard: server-rendered pages at ``/`` and under ``/ui/`` on the HTTPS listener.
 
 Sign-in takes an API token or a dashboard user's password and sets a cookie naming a
-server-side session (throttled per account and source address, see ``core.signin``); each
-page requires a permission of ``core.access`` and is audited (``ui.<page>``), as are refusals
-(``ui.denied``, ``ui.refused``). Forms carry the session's CSRF token. Responses carry a strict
-Content-Security-Policy: the pages load nothing but themselves.
+server-side session (throttled per account and source address, see ``core.signin``); each page
+requires a permission of ``core.access``; a page view is an access-log line, a form submission
+(``ui.<page>``) and a refusal (``ui.denied``, ``ui.refused``) are audited. Forms carry the
+session's CSRF token. Responses carry a strict Content-Security-Policy: the pages load nothing
+but themselves.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from iotpki.monitoring.charts import bar_chart, hbar_chart
 from iotpki.monitoring.records import InventoryFilter
 from iotpki.monitoring.report import build_report, render_html
 from iotpki.monitoring.service import Monitor
+from iotpki.protocols.access import client_address, log_access
 from iotpki.protocols.http import read_body
 from iotpki.web.extensions import describe_extension
 from iotpki.web.session import COOKIE, Session
@@ -116,6 +118,25 @@ class Dashboard:
     async def _audit(self, actor: str, action: str, target: str, data: dict[str, object]) -> None:
         await run_in_threadpool(self.authority.record_event, actor, action, target[:256], data)
 
+    async def _refused(
+        self,
+        request: Request,
+        exc: IotpkiError,
+        action: str,
+        target: str = "",
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        """Audit the refusal of an anonymous request, folded per source."""
+        await run_in_threadpool(
+            self.authority.audit_refusal,
+            exc,
+            source=client_address(request),
+            actor="ui:anonymous",
+            action=action,
+            target=target,
+            extra=extra,
+        )
+
     def page(self, permission: str | None, name: str, handler: Page) -> Callable[[Request], Any]:
         """Wrap a page with sign-in, the role check, CSRF on POST, auditing and errors."""
 
@@ -127,7 +148,8 @@ class Dashboard:
                     return RedirectResponse(
                         "/ui/login?" + urlencode({"next": target}), 303, headers=_HEADERS
                     )
-                await self._audit("ui:anonymous", "ui.denied", request.url.path, {"page": name})
+                denied = AuthError("sign in first")
+                await self._refused(request, denied, "ui.denied", request.url.path, {"page": name})
                 return self._render("error.html", None, 401, message="Sign in first.")
             actor = f"ui:{session.subject}"
             try:
@@ -145,7 +167,10 @@ class Dashboard:
                     actor, action, request.url.path, {"reason": exc.message, "page": name}
                 )
                 return self._render("error.html", session, exc.status, message=exc.message)
-            await self._audit(actor, f"ui.{name}", request.url.path, {})
+            if request.method == "GET":
+                log_access(request, f"ui.{name}", actor)
+            else:
+                await self._audit(actor, f"ui.{name}", request.url.path, {})
             return response
 
         return wrapped
@@ -172,10 +197,10 @@ class Dashboard:
         try:
             form = await self._form(request)
         except IotpkiError as exc:
-            await self._audit("ui:anonymous", "ui.login.refused", "", {"reason": exc.message})
+            await self._refused(request, exc, "ui.login.refused")
             return self._render("login.html", None, 400, error=exc.message, next="/")
         target = _safe_next(form.get("next"))
-        source = request.client.host if request.client else "unknown"
+        source = client_address(request)
         try:
             session_id, _ = await run_in_threadpool(self._credentials, form, source)
         except RateLimited as exc:
@@ -184,8 +209,8 @@ class Dashboard:
             response.headers["retry-after"] = str(exc.data.get("retry_after", 1))
             return response
         except IotpkiError as exc:
-            if not isinstance(exc, AuthError):
-                await self._audit("ui:anonymous", "ui.login.refused", "", {"reason": exc.message})
+            if not isinstance(exc, AuthError):  # wrong credentials are audited by the throttle
+                await self._refused(request, exc, "ui.login.refused")
             return self._render("login.html", None, 401, error="Sign-in failed.", next=target)
         response = RedirectResponse(target, 303, headers=_HEADERS)
         response.set_cookie(

@@ -28,6 +28,7 @@ from iotpki.core.acme_ports import (
     AcmeTransaction,
 )
 from iotpki.errors import IotpkiError
+from iotpki.protocols.access import client_address
 from iotpki.protocols.acme import (
     accounts,
     authorizations,
@@ -128,11 +129,17 @@ class AcmeEndpoint:
         actor = f"acme:{account_id}" if account_id else "acme:anonymous"
         try:
             await self.ctx.run(
-                self.ctx.authority.record_event,
-                actor,
-                "acme.refused",
-                request.url.path[:256],
-                {"type": problem.kind, "detail": problem.detail[:512], "status": problem.status},
+                self.ctx.authority.audit_refusal,
+                problem,
+                source=client_address(request),
+                actor=actor,
+                action="acme.refused",
+                target=request.url.path,
+                extra={
+                    "type": problem.kind,
+                    "detail": problem.detail[:512],
+                    "status": problem.status,
+                },
             )
         except IotpkiError:
             log.exception("could not audit an ACME refusal")

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from iotpki.core.policy import is_valid_name
 from iotpki.core.publication import CrlKind, CrlRecord
+from iotpki.protocols.access import log_access
 
 __all__ = ["MEDIA_TYPE", "CrlSource", "crl_headers", "resolve_name", "routes"]
 
@@ -76,6 +77,7 @@ def routes(source: CrlSource) -> list[BaseRoute]:
     """The CRL route."""
 
     async def crl(request: Request) -> Response:
+        log_access(request, "crl")
         resolved = resolve_name(request.path_params["name"], source.is_crl_issuer)
         if resolved is None:
             return PlainTextResponse("no such CRL", status_code=404)

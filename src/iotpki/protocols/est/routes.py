@@ -24,6 +24,7 @@ from iotpki.core.authority import Issued
 from iotpki.core.enrollment import Enrollee, Enrollment, Pending
 from iotpki.core.models import CAStatus
 from iotpki.errors import AuthError, IotpkiError, NotFound, RateLimited
+from iotpki.protocols.access import client_address, log_access
 from iotpki.protocols.client_cert import ClientCertSource
 from iotpki.protocols.est import messages
 from iotpki.protocols.http import read_body
@@ -74,15 +75,14 @@ class EstEndpoints:
             try:
                 return await handler(request, label)
             except IotpkiError as exc:
-                if not exc.audited:
-                    exc.audited = True
-                    await run_in_threadpool(
-                        self.authority.record_event,
-                        "est:client",
-                        f"est.{operation}.refused",
-                        request.url.path[:256],
-                        {"reason": exc.message, "code": exc.code},
-                    )
+                await run_in_threadpool(
+                    self.authority.audit_refusal,
+                    exc,
+                    source=client_address(request),
+                    actor="est:client",
+                    action=f"est.{operation}.refused",
+                    target=request.url.path,
+                )
                 headers: dict[str, str] = {}
                 if isinstance(exc, RateLimited):
                     headers["Retry-After"] = str(exc.data.get("retry_after", 60))
@@ -109,6 +109,7 @@ class EstEndpoints:
 
     async def cacerts(self, request: Request, label: str | None) -> Response:
         """RFC 7030 section 4.1: the CA chain, root last, and any rollover CA certificates."""
+        log_access(request, "est.cacerts")
         certs = await run_in_threadpool(self._cacerts, label)
         return Response(
             messages.b64_body(messages.certs_only(certs)),
@@ -132,6 +133,7 @@ class EstEndpoints:
 
     async def csrattrs(self, request: Request, label: str | None) -> Response:
         """RFC 7030 section 4.5: the key algorithms the label's profile accepts."""
+        log_access(request, "est.csrattrs")
         profile, _ = self._target(label)
         accepted = self.authority.profile(profile or "device").key_types
         return Response(
@@ -152,7 +154,7 @@ class EstEndpoints:
         credentials = _basic_credentials(request)
         if credentials is None:
             raise AuthError("authenticate with an IDevID client certificate or HTTP Basic")
-        return self.enrollment.authenticate_secret(*credentials)
+        return self.enrollment.authenticate_secret(*credentials, client_address(request))
 
     async def simpleenroll(self, request: Request, label: str | None) -> Response:
         """RFC 7030 section 4.2.1: initial enrollment."""

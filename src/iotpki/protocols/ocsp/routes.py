@@ -89,12 +89,14 @@ class OcspEndpoint:
             return self.refuse(exc, OCSP_STATUS_MALFORMED, peer)
 
     def refuse(self, exc: IotpkiError, status: int, peer: str) -> Response:
-        """An OCSP error response, audited (RFC 6960 section 2.3)."""
-        self._authority.record_event(
-            f"ocsp:{peer}",
-            "ocsp.refused",
-            "ocsp",
-            {"reason": exc.message, "code": exc.code, "status": status},
+        """An OCSP error response, audited per source (RFC 6960 section 2.3)."""
+        self._authority.audit_refusal(
+            exc,
+            source=peer,
+            actor=f"ocsp:{peer}",
+            action="ocsp.refused",
+            target="ocsp",
+            extra={"status": status},
         )
         return Response(ocsp_error(status), media_type=MEDIA_TYPE)
 

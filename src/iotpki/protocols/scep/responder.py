@@ -35,6 +35,7 @@ from iotpki.errors import (
     MalformedInput,
     NotFound,
 )
+from iotpki.protocols.access import access_log
 from iotpki.protocols.scep import envelope
 from iotpki.protocols.scep.messages import (
     FailInfo,
@@ -163,7 +164,7 @@ class ScepResponder:
 
     def get_ca_caps(self, message: str | None, actor: str) -> ScepResponse:
         """RFC 8894 section 3.5.1: one capability per line."""
-        self._audit(actor, "get_ca_caps", message or "", {})
+        access_log.info("%s GetCACaps %s", actor, (message or "")[:64])
         return ScepResponse(200, "text/plain", "\n".join(CAPABILITIES).encode() + b"\n")
 
     def get_ca_cert(self, message: str | None, actor: str) -> ScepResponse:
@@ -171,7 +172,9 @@ class ScepResponder:
         ca = self._ca_named(message)
         ra = self._service.registration_authorities(ca)[0]
         chain = self._authority.chain(ca)
-        self._audit(actor, "get_ca_cert", ca, {"ra": serial_hex(ra.certificate.serial_number)})
+        access_log.info(
+            "%s GetCACert %s ra=%s", actor, ca, serial_hex(ra.certificate.serial_number)
+        )
         return ScepResponse(
             200, "application/x-x509-ca-ra-cert", _certs_only([ra.certificate, *chain])
         )
@@ -180,8 +183,13 @@ class ScepResponder:
 
     def refuse(self, exc: IotpkiError, operation: str, actor: str) -> ScepResponse:
         """An HTTP error for a request no CertRep can answer, audited."""
-        if not exc.audited:
-            self._audit(actor, "refused", operation, {"reason": exc.message, "code": exc.code})
+        self._authority.audit_refusal(
+            exc,
+            source=actor.partition(":")[2],
+            actor=actor,
+            action="scep.refused",
+            target=operation,
+        )
         return ScepResponse(exc.status, "text/plain", exc.message.encode() + b"\n")
 
     @staticmethod
