@@ -14,7 +14,7 @@ import signal
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,17 +68,22 @@ _TLS_DIR = "tls"
 
 @dataclass
 class Service:
-    """What every adapter is given: the installation and the process's metrics."""
+    """What every adapter is given: the installation and the process's metrics.
+
+    ``command_env`` is the environment of the commands the server runs (the CRL publish
+    command); None passes this process's own.
+    """
 
     installation: Installation
     metrics: Metrics = field(default_factory=Metrics)
+    command_env: Mapping[str, str] | None = None
     revocation: RevocationService = field(init=False)
     scep: ScepService = field(init=False)
     monitor: Monitor = field(init=False)
 
     def __post_init__(self) -> None:
         self.installation.authority.subscribe(self.metrics.on_event)
-        self.revocation = RevocationService(self.installation)
+        self.revocation = RevocationService(self.installation, command_env=self.command_env)
         self.scep = scep_service(self.installation)
         self.monitor = Monitor(self.installation, self.metrics)
         self.installation.authority.subscribe(self.monitor.on_event)
