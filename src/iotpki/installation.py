@@ -23,6 +23,7 @@ from iotpki.core.ports import Clock, KeyBackend, SystemClock
 from iotpki.errors import ConfigError
 from iotpki.keys.file import FileKeyBackend, write_private
 from iotpki.settings import Settings
+from iotpki.settings_file import write_settings_file
 from iotpki.store import SqlStore
 
 __all__ = ["Installation", "open_installation"]
@@ -150,6 +151,8 @@ def open_installation(
             raise ConfigError(f"no installation at {home}: run `iotpki init` first")
         home.mkdir(parents=True, mode=0o700)
     os.chmod(home, 0o700)
+    if create:
+        write_settings_file(home)
     store = SqlStore(settings.effective_database_url)
     store.migrate()
     keys: dict[str, KeyBackend] = {
