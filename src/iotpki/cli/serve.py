@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import shlex
+from pathlib import Path
 
 import typer
 
 from iotpki.cli.context import installation
 from iotpki.core.access import create_token
 from iotpki.core.models import Role
-from iotpki.installation import Installation
 from iotpki.settings import CONFIG_FILE, default_home
 
 __all__ = ["first_start_notice", "serve"]
@@ -52,7 +52,7 @@ def serve(
             description="created at first start",
             actor="server",
         )
-        _say(first_start_notice(inst, host, https_port, http_port, token))
+        _say(first_start_notice(inst.home, host, https_port, http_port, token))
     urls = f"https://{_url_host(host)}:{https_port}/ and http://{_url_host(host)}:{http_port}/"
     run_server(
         inst,
@@ -77,11 +77,8 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def first_start_notice(
-    inst: Installation, host: str, https_port: int, http_port: int, token: str
-) -> str:
+def first_start_notice(home: Path, host: str, https_port: int, http_port: int, token: str) -> str:
     """What a newcomer needs after the first start: the data, the trust anchor, a sign-in."""
-    home = inst.home
     same_home = home.resolve() == default_home().expanduser().resolve()
     iotpki = "iotpki" if same_home else f"iotpki --home {shlex.quote(str(home))}"
     https = f"https://{_url_host(host)}:{https_port}"
