@@ -15,6 +15,7 @@ import contextlib
 import getpass
 import json
 import logging
+import os
 import queue
 import secrets
 import shlex
@@ -27,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -53,13 +54,14 @@ from iotpki.server import Service, build_https_app, enrollment, ensure_tls_ident
 from iotpki.settings import CONFIG_FILE, Settings, load_settings
 from iotpki.tls import Channel, Identity
 
-__all__ = ["DemoOptions", "Summary", "run_demo"]
+__all__ = ["DemoOptions", "Summary", "child_environment", "run_demo"]
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[str], None]
 _TOPIC = "devices/{}/telemetry"
 _VERIFIER = "verifier"
+_ENV_PREFIX = "IOTPKI_"
 
 
 @dataclass(frozen=True)
@@ -148,14 +150,27 @@ def _https_server(service: Service, port: int) -> Iterator[None]:
         thread.join(timeout=10)
 
 
+def child_environment(home: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of the processes the demo starts: the caller's, with the demo's home."""
+    # A user's IOTPKI_PASSPHRASE or IOTPKI_HOME must never reach the throwaway installation.
+    env = {k: v for k, v in environ.items() if not k.startswith(_ENV_PREFIX)}
+    env[_ENV_PREFIX + "HOME"] = str(home)
+    return env
+
+
 @contextlib.contextmanager
-def _mosquitto(settings: BrokerSettings) -> Iterator[subprocess.Popen[bytes]]:
+def _mosquitto(
+    settings: BrokerSettings, env: Mapping[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).is_file():
         raise ConfigError("mosquitto is not installed (Debian: apt-get install mosquitto)")
     log_file = settings.path("mosquitto.log").open("wb")
     process = subprocess.Popen(
-        [binary, "-c", str(settings.path("mosquitto.conf"))], stdout=log_file, stderr=log_file
+        [binary, "-c", str(settings.path("mosquitto.conf"))],
+        stdout=log_file,
+        stderr=log_file,
+        env=env,
     )
     assert settings.pid_file is not None
     settings.pid_file.write_text(str(process.pid))
@@ -341,7 +356,9 @@ def _settings(home: Path, https_port: int, broker_dir: Path) -> Settings:
     revocation = {"revocation_delay": "1s", "full_crl_delay": "1s", "publish_command": refresh}
     lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     lines += ["[revocation]", *(f"{k} = {json.dumps(v)}" for k, v in revocation.items())]
-    (home / CONFIG_FILE).write_text("\n".join(lines) + "\n")
+    fd = os.open(home / CONFIG_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:  # it holds the passphrase: the owner's only
+        handle.write("\n".join(lines) + "\n")
     return load_settings(home, environ={})
 
 
@@ -404,8 +421,9 @@ def _run(home: Path, options: DemoOptions, report: Report) -> Summary:
                 user=getpass.getuser(),  # the temporary directory is private to this user
             ),
         )
-        service = Service(inst)
-        with _https_server(service, https_port), _mosquitto(broker):
+        env = child_environment(home, os.environ)
+        service = Service(inst, command_env=env)
+        with _https_server(service, https_port), _mosquitto(broker, env):
             report(f"EST on https://127.0.0.1:{https_port}, mosquitto on 127.0.0.1:{broker.port}")
             fleet = _Fleet(inst, broker, options)
             try:

@@ -28,6 +28,7 @@ from iotpki.core.ports import Clock, KeyBackend, SystemClock
 from iotpki.errors import ConfigError
 from iotpki.keys.file import FileKeyBackend, write_private
 from iotpki.settings import Settings
+from iotpki.settings_file import write_settings_file
 from iotpki.store import SqlStore
 
 __all__ = ["Installation", "loose_permissions", "open_installation"]
@@ -158,6 +159,8 @@ def open_installation(
     database = _sqlite_file(settings.effective_database_url)
     fresh = database is not None and not database.exists()
     with _private_files():
+        if create:
+            write_settings_file(home)
         store = SqlStore(settings.effective_database_url)
         store.migrate()
         keys: dict[str, KeyBackend] = {

@@ -12,6 +12,7 @@ import os
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -93,8 +94,9 @@ def crl_file(home: Path, ca_name: str, kind: CrlKind) -> Path:
 class RevocationService:
     """CRL and OCSP publication for one server process."""
 
-    def __init__(self, inst: Installation) -> None:
+    def __init__(self, inst: Installation, *, command_env: Mapping[str, str] | None = None) -> None:
         self.installation = inst
+        self.command_env = command_env  # None: the publish command gets this process's env
         self.config = revocation_config(inst.settings)
         self.store = SqlRevocationStore(inst.store)
         self.publisher = CrlPublisher(inst.authority, self.store, self.config)
@@ -189,7 +191,7 @@ class RevocationService:
         if not command:
             return
         env = {
-            **os.environ,
+            **(os.environ if self.command_env is None else self.command_env),
             "IOTPKI_CRL_FILES": " ".join(
                 str(crl_file(self.installation.home, r.ca_name, r.kind)) for r in records
             ),

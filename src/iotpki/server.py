@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +43,10 @@ from iotpki.asgi_tls import TLSExtensionProtocol
 from iotpki.attestation_service import AkcaService
 from iotpki.core.encoding import pem
 from iotpki.core.enrollment import Enrollment, EnrollmentConfig
+from iotpki.core.models import CAStatus
 from iotpki.core.policy import INTERNAL_SERVER_PROFILE
 from iotpki.core.scep import ScepService
+from iotpki.errors import ConfigError, IotpkiError, KeyMissing
 from iotpki.installation import Installation
 from iotpki.keys.file import write_private
 from iotpki.monitoring.metrics import CONTENT_TYPE_LATEST, Metrics, route_label
@@ -60,7 +64,15 @@ from iotpki.revocation_service import RevocationService
 from iotpki.store.acme import SqlAcmeStore
 from iotpki.web import web_routes
 
-__all__ = ["Service", "build_http_app", "build_https_app", "ensure_tls_identity", "serve"]
+__all__ = [
+    "Service",
+    "bind",
+    "build_http_app",
+    "build_https_app",
+    "check_keys",
+    "ensure_tls_identity",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +81,22 @@ _TLS_DIR = "tls"
 
 @dataclass
 class Service:
-    """What every adapter is given: the installation and the process's metrics."""
+    """What every adapter is given: the installation and the process's metrics.
+
+    ``command_env`` is the environment of the commands the server runs (the CRL publish
+    command); None passes this process's own.
+    """
 
     installation: Installation
     metrics: Metrics = field(default_factory=Metrics)
+    command_env: Mapping[str, str] | None = None
     revocation: RevocationService = field(init=False)
     scep: ScepService = field(init=False)
     monitor: Monitor = field(init=False)
 
     def __post_init__(self) -> None:
         self.installation.authority.subscribe(self.metrics.on_event)
-        self.revocation = RevocationService(self.installation)
+        self.revocation = RevocationService(self.installation, command_env=self.command_env)
         self.scep = scep_service(self.installation)
         self.monitor = Monitor(self.installation, self.metrics)
         self.installation.authority.subscribe(self.monitor.on_event)
@@ -335,26 +352,81 @@ def _background_lint(inst: Installation, stop: threading.Event) -> None:
         stop.wait(0.5 if done else 5.0)
 
 
-def serve(inst: Installation, *, host: str, https_port: int, http_port: int) -> None:
-    """Run both listeners until SIGINT or SIGTERM."""
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; a taken port or bad address is a ConfigError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        if exc.errno and exc.errno > 0:
+            reason = os.strerror(exc.errno)
+        elif exc.errno:  # a resolver (EAI_*) code
+            reason = "the address does not resolve"
+        else:
+            reason = str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from exc
+
+
+def check_keys(inst: Installation) -> None:
+    """Unlock the key of every active CA held here, so a wrong passphrase or PIN stops a start."""
+    for ca in inst.authority.list_cas():
+        backend = inst.keys.get(ca.key_backend or "")
+        if ca.status is not CAStatus.ACTIVE or backend is None or ca.key_ref is None:
+            continue
+        try:
+            backend.signer(ca.key_ref)
+        except KeyMissing as exc:
+            raise ConfigError(f"the key of CA {ca.name!r} is missing: {exc.message}") from exc
+        except IotpkiError as exc:
+            # One short line: the file backend's own message, naming the key file, wraps.
+            file_backend = ca.key_backend == "file"
+            why = "wrong passphrase or damaged key file" if file_backend else exc.message
+            raise ConfigError(f"cannot unlock CA {ca.name!r}: {why}") from exc
+
+
+def _configure_logging(access_log: bool) -> None:
+    """One log line per event, through the root handler: uvicorn's start and stop notices (one
+    per listener) are replaced by ``serve``'s own line; with ``access_log``, one per request."""
+    logging.getLogger("uvicorn").handlers = []
+    logging.getLogger("uvicorn").propagate = True
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.setLevel(logging.INFO)
+    access.propagate = access_log
+
+
+def serve(
+    inst: Installation,
+    https_socket: socket.socket,
+    http_socket: socket.socket,
+    *,
+    access_log: bool = False,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run both listeners on their bound sockets until SIGINT or SIGTERM.
+
+    ``on_ready`` is called once both listeners accept connections.
+    """
     service = Service(inst)
     key_path, cert_path = ensure_tls_identity(inst)
     tls = https_context(inst, key_path, cert_path)
     common: dict[str, Any] = {
-        "host": host,
-        "log_level": "info",
-        "access_log": False,  # per-request lines cost a third of a core; /metrics counts them
+        "log_config": None,
+        "log_level": None,
+        # per-request lines cost a third of a core; /metrics counts requests anyway
+        "access_log": access_log,
         "lifespan": "off",
     }
     https = uvicorn.Config(
         build_https_app(service),
-        port=https_port,
         http=TLSExtensionProtocol,
         ssl_context_factory=lambda _config, _default: tls,
         **common,
     )
-    http = uvicorn.Config(build_http_app(service), port=http_port, http="httptools", **common)
-    listeners = [_Listener(https), _Listener(http)]
+    http = uvicorn.Config(build_http_app(service), http="httptools", **common)
+    _configure_logging(access_log)
+    listeners = [(_Listener(https), https_socket), (_Listener(http), http_socket)]
     stop = threading.Event()
     if inst.settings.lint_background:
         threading.Thread(target=_background_lint, args=(inst, stop), daemon=True).start()
@@ -362,9 +434,15 @@ def serve(inst: Installation, *, host: str, https_port: int, http_port: int) -> 
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        servers = [listener for listener, _ in listeners]
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, _stop_all, listeners)
-        await asyncio.gather(*(listener.serve() for listener in listeners))
+            loop.add_signal_handler(signum, _stop_all, servers)
+        tasks = [asyncio.create_task(srv.serve(sockets=[sock])) for srv, sock in listeners]
+        while not all(srv.started for srv in servers) and not any(t.done() for t in tasks):
+            await asyncio.sleep(0.01)
+        if all(srv.started for srv in servers) and on_ready is not None:
+            on_ready()
+        await asyncio.gather(*tasks)
 
     service.revocation.start()
     monitoring_jobs = service.monitor.jobs()
@@ -375,6 +453,8 @@ def serve(inst: Installation, *, host: str, https_port: int, http_port: int) -> 
         stop.set()
         service.revocation.stop()
         monitoring_jobs.stop()
+        for _, sock in listeners:
+            sock.close()
 
 
 def _stop_all(listeners: list[_Listener]) -> None:

@@ -11,9 +11,9 @@ import typer
 from rich.table import Table
 
 from iotpki.cli.context import console
-from iotpki.demo import DemoOptions, run_demo
+from iotpki.demo import DemoOptions, Summary, run_demo
 
-__all__ = ["demo"]
+__all__ = ["demo", "summary_table"]
 
 
 def demo(
@@ -29,9 +29,14 @@ def demo(
         console.print(f"[dim]{time.monotonic() - start:6.1f}s[/dim]  {message}", highlight=False)
 
     summary = run_demo(DemoOptions(devices=devices, interval=interval, keep=keep), report)
-    table = Table("", "", title="iotpki demo")
-    for what, figure in summary.rows():
-        table.add_row(what, figure)
-    console.print(table)
+    console.print(summary_table(summary))
     if summary.failed_connections:
         raise typer.Exit(1)
+
+
+def summary_table(summary: Summary) -> Table:
+    """The closing table: what happened, and how often."""
+    table = Table("what happened", "count", title="iotpki demo")
+    for what, figure in summary.rows():
+        table.add_row(what, figure)
+    return table

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import shlex
+from pathlib import Path
 
 import typer
 
-from iotpki.cli.context import console, installation
+from iotpki.cli.context import installation
+from iotpki.core.access import create_token
+from iotpki.core.models import Role
+from iotpki.settings import CONFIG_FILE, default_home
 
-__all__ = ["serve"]
+__all__ = ["first_start_notice", "serve"]
 
 
 def serve(
@@ -16,18 +21,83 @@ def serve(
     host: str | None = typer.Option(None, help="Address to listen on [default: 127.0.0.1]"),
     https_port: int | None = typer.Option(None, help="HTTPS port [default: 8443]"),
     http_port: int | None = typer.Option(None, help="HTTP port [default: 8080]"),
+    access_log: bool = typer.Option(False, "--access-log", help="Log one line per request"),
 ) -> None:
     """Serve EST, ACME, the API and dashboard (HTTPS) and OCSP, CRLs, SCEP (HTTP)."""
+    from iotpki.server import bind, check_keys
     from iotpki.server import serve as run_server
 
     logging.getLogger("iotpki").setLevel(logging.INFO)
     inst = installation(ctx, create=True)
-    if not inst.is_initialised():
-        console.print(f"initialising a new installation in {inst.home}")
-        inst.initialise(actor="server")
     settings = inst.settings
     host = host or settings.host
     https_port = settings.https_port if https_port is None else https_port
     http_port = settings.http_port if http_port is None else http_port
-    console.print(f"serving https://{host}:{https_port}/ and http://{host}:{http_port}/")
-    run_server(inst, host=host, https_port=https_port, http_port=http_port)
+    first_start = not inst.is_initialised()
+    if not first_start:
+        check_keys(inst)  # a wrong passphrase stops here, before anything listens
+    https_socket = bind(host, https_port)
+    try:
+        http_socket = bind(host, http_port)
+    except BaseException:
+        https_socket.close()
+        raise
+    if first_start:
+        _say(f"initialising a new installation in {inst.home}")
+        inst.initialise(actor="server")
+        token, _ = create_token(
+            inst.store,
+            inst.authority.clock,
+            role=Role.ADMIN,
+            description="created at first start",
+            actor="server",
+        )
+        _say(first_start_notice(inst.home, host, https_port, http_port, token))
+    urls = f"https://{_url_host(host)}:{https_port}/ and http://{_url_host(host)}:{http_port}/"
+    run_server(
+        inst,
+        https_socket,
+        http_socket,
+        access_log=access_log,
+        on_ready=lambda: _say(f"serving {urls}"),
+    )
+    _say("stopped")
+
+
+def _say(text: str) -> None:
+    """A line for the operator, on stdout at once (a pipe or the journal must see it now)."""
+    print(text, flush=True)
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def first_start_notice(home: Path, host: str, https_port: int, http_port: int, token: str) -> str:
+    """What a newcomer needs after the first start: the data, the trust anchor, a sign-in."""
+    same_home = home.resolve() == default_home().expanduser().resolve()
+    iotpki = "iotpki" if same_home else f"iotpki --home {shlex.quote(str(home))}"
+    https = f"https://{_url_host(host)}:{https_port}"
+    http = f"http://{_url_host(host)}:{http_port}"
+    root_name = "root"  # the name `initialise` gives the root
+    return "\n".join(
+        [
+            "",
+            f"First start. Everything of this installation lives in {home}",
+            f"(settings in {home / CONFIG_FILE}, the database, CA keys, CRLs).",
+            "",
+            "Trust anchor: the root CA certificate, in PEM for curl --cacert and TLS clients",
+            f"  {iotpki} ca show {root_name} --pem > root.pem",
+            f"  curl --cacert root.pem {https}/.well-known/est/cacerts -o cacerts.p7",
+            f"(DER, for AIA: {http}/ca/{root_name}.crt)",
+            "",
+            f"Dashboard {https}/ and admin API: sign in with this admin token, shown only now:",
+            f"  {token}",
+            f"More tokens: {iotpki} token create --role admin",
+            "",
+        ]
+    )

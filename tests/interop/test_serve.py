@@ -1,0 +1,224 @@
+"""``iotpki serve`` as a newcomer and an operator meet it, in a subprocess on free ports: the
+first-start notice (and the commands it prints, run with curl), "serving" only once both
+listeners answer, one clear line and exit status 2 for a taken port or a wrong passphrase,
+one log line per event and an opt-in access log. Every wait is on a condition."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from estserver import free_port
+
+pytestmark = pytest.mark.interop
+
+IOTPKI = [sys.executable, "-m", "iotpki.cli"]
+_BOUND = 120.0  # generous: the first start lints profiles and makes keys on a busy machine
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The test's environment without the caller's iotpki settings or terminal width."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTPKI_")}
+    env.pop("COLUMNS", None)
+    return {**env, **extra}
+
+
+def _wait(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + _BOUND
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {_BOUND:.0f}s: {what}")
+        time.sleep(0.05)
+
+
+class Server:
+    """A running ``iotpki serve`` whose stdout and stderr lines are collected as they come."""
+
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.https_port, self.http_port = free_port(), free_port()
+        command = [*IOTPKI, "--home", str(home), "serve"]
+        command += ["--https-port", str(self.https_port), "--http-port", str(self.http_port)]
+        self.process = subprocess.Popen(
+            [*command, *args],
+            env=env or _env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, self.out)),
+            threading.Thread(target=self._read, args=(self.process.stderr, self.err)),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: object, lines: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            lines.append(line.rstrip("\n"))
+
+    def wait_serving(self) -> None:
+        """Until the "serving" line (or the process ends, which fails the test)."""
+        _wait(
+            lambda: (
+                any(line.startswith("serving ") for line in self.out)
+                or self.process.poll() is not None
+            ),
+            "the serving line",
+        )
+        assert self.process.poll() is None, "\n".join(self.out + self.err)
+
+    def finish(self, *, stop: bool = True) -> int:
+        """Stop it (SIGTERM) or let it end; the exit status, with every output line collected."""
+        if stop and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        status = self.process.wait(timeout=_BOUND)
+        for reader in self.readers:
+            reader.join(timeout=_BOUND)
+        return status
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(home: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+        server = Server(home, *args, env=env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.finish()
+
+
+@pytest.fixture(scope="module")
+def initialised_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home made by ``iotpki init`` (generated passphrase), shared by the tests below."""
+    home = tmp_path_factory.mktemp("serve") / "home"
+    done = subprocess.run([*IOTPKI, "--home", str(home), "init"], env=_env(), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    return home
+
+
+def _get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        status: int = response.status
+        return status
+
+
+def _curl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["curl", "-sS", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_first_start_tells_a_newcomer_everything_once(
+    tmp_path: Path, server_factory: Callable[..., Server]
+) -> None:
+    home = tmp_path / "home"
+    first = server_factory(home)
+    first.wait_serving()
+    # Both listeners answer as soon as "serving" is printed.
+    assert _get(f"http://127.0.0.1:{first.http_port}/healthz") == 200
+    text = "\n".join(first.out)
+    assert f"lives in {home}" in text
+    assert str(home / "iotpki.toml") in text
+    # The trust anchor, fetched exactly as printed, makes curl trust the HTTPS listener.
+    fetch = next(line.strip() for line in first.out if " ca show root --pem > root.pem" in line)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # iotpki
+    done = subprocess.run(fetch, shell=True, cwd=tmp_path, env=_env(PATH=path), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    cacerts = next(line.strip() for line in first.out if line.strip().startswith("curl "))
+    done = subprocess.run(shlex.split(cacerts), cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cacerts.p7").stat().st_size > 0
+    # The admin token shown once signs in to the dashboard.
+    token = next(line.strip() for line in first.out if re.fullmatch(r"\s+itk_\S+", line))
+    https = f"https://127.0.0.1:{first.https_port}"
+    login = _curl(
+        "--cacert", "root.pem", "-o", "/dev/null", "-w", "%{http_code}", "-c", "jar",
+        "--data-urlencode", f"token={token}", f"{https}/ui/login", cwd=tmp_path,
+    )  # fmt: skip
+    assert login.stdout == "303", login.stderr
+    overview = _curl("--cacert", "root.pem", "-b", "jar", "-w", "%{http_code}", f"{https}/",
+                     "-o", "/dev/null", cwd=tmp_path)  # fmt: skip
+    assert overview.stdout == "200"
+    assert first.finish() == 0
+    assert first.out[-1] == "stopped"
+
+    again = server_factory(home)
+    again.wait_serving()
+    assert again.finish() == 0
+    later = "\n".join(again.out + again.err)
+    assert "First start" not in later
+    assert "itk_" not in later
+    assert "initialising" not in later
+    assert again.out == [
+        f"serving https://127.0.0.1:{again.https_port}/ and http://127.0.0.1:{again.http_port}/",
+        "stopped",
+    ]
+
+
+def test_one_log_line_per_event_and_an_opt_in_access_log(
+    initialised_home: Path, server_factory: Callable[..., Server]
+) -> None:
+    quiet = server_factory(initialised_home)
+    quiet.wait_serving()
+    for _ in range(2):
+        assert _get(f"http://127.0.0.1:{quiet.http_port}/healthz") == 200
+    assert quiet.finish() == 0
+    assert not any("/healthz" in line for line in quiet.err)
+    lines = [line for line in quiet.out + quiet.err if line.strip()]
+    assert [line for line, n in Counter(lines).items() if n > 1] == []  # nothing said twice
+
+    logged = server_factory(initialised_home, "--access-log")
+    logged.wait_serving()
+    for _ in range(3):
+        assert _get(f"http://127.0.0.1:{logged.http_port}/healthz") == 200
+    assert _get(f"http://127.0.0.1:{logged.http_port}/ca/root.crt") == 200
+    assert logged.finish() == 0
+    access = [line for line in logged.err if '"GET /' in line]
+    assert len(access) == 4, logged.err
+    assert sum('"GET /healthz HTTP/1.1" 200' in line for line in access) == 3
+
+
+def test_a_taken_port_is_one_error_line_and_status_2(
+    initialised_home: Path, server_factory: Callable[..., Server]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        for which in ("--https-port", "--http-port"):
+            server = server_factory(initialised_home, which, str(port))
+            assert server.finish(stop=False) == 2
+            assert server.err == [
+                f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+            ]
+            assert not any(line.startswith("serving") for line in server.out)
+
+
+def test_a_wrong_passphrase_is_one_error_line_and_status_2(
+    initialised_home: Path, server_factory: Callable[..., Server]
+) -> None:
+    server = server_factory(initialised_home, env=_env(IOTPKI_PASSPHRASE="not the passphrase"))
+    assert server.finish(stop=False) == 2
+    assert server.err == ["error: cannot unlock CA 'root': wrong passphrase or damaged key file"]
+    assert server.out == []
+    with pytest.raises(OSError):  # it never listened
+        socket.create_connection(("127.0.0.1", server.https_port), timeout=5).close()
