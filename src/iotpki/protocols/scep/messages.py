@@ -506,7 +506,9 @@ def build_cert_rep(
         message_type=MessageType.CERT_REP,
         transaction_id=transaction_id,
         now=now,
-        content=envelope,
+        # RFC 8894 section 3.3.2: FAILURE and PENDING replies carry signed content too, an
+        # empty eContent of type data; OpenSSL refuses to verify a SignedData without one.
+        content=b"" if envelope is None else envelope,
         recipient_nonce=recipient_nonce,
         status=status,
         fail_info=fail_info,
