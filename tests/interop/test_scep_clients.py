@@ -256,9 +256,7 @@ def test_certmonger_with_a_wrong_challenge_is_rejected(server: Running, tmp_path
 @pytest.mark.skipif(not os.path.exists(CERTMONGER), reason="certmonger is not installed")
 def test_certmonger_waits_on_a_pending_request(server: Running, tmp_path: Path) -> None:
     """A PENDING CertRep verifies too: certmonger keeps waiting for the CA (CA_WORKING)."""
-    secret, _ = scep_service(server.inst).create_challenge(
-        "cm-dev-3", actor="test", approval=True
-    )
+    secret, _ = scep_service(server.inst).create_challenge("cm-dev-3", actor="test", approval=True)
     output = _certmonger_status(server, tmp_path, secret, "cm-dev-3")
     assert "status: CA_WORKING" in output, output
     assert "CA_UNREACHABLE" not in output
