@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+from cryptography import x509
+
 from iotpki.core.models import ScepTransactionRecord
 from iotpki.core.scep import ScepService
 from iotpki.installation import Installation
+from scepkit import Device, rsa_key
 
 
 def test_challenge_is_consumed_once(any_inst: Installation) -> None:
@@ -53,3 +56,22 @@ def test_ra_is_made_once_and_kept(any_inst: Installation) -> None:
     again = ScepService(any_inst.authority, any_inst.keys).registration_authorities("issuing")
     assert [ra.certificate for ra in first] == [ra.certificate for ra in again]
     assert first[0].record.key_backend == "file"
+
+
+def test_a_pending_request_is_kept_sealed_and_dropped_once_decided(any_inst: Installation) -> None:
+    """Issue 13: the CSR carries the challenge password; only the RA can read it back."""
+    service = ScepService(any_inst.authority, any_inst.keys)
+    password, _ = service.create_challenge("dev-9", actor="test", approval=True)
+    device = Device("dev-9", rsa_key(90))
+    csr = x509.load_der_x509_csr(device.csr(password))
+    pending = service.enroll(csr, password, ca="issuing", transaction_id="t-9", actor="test")
+    stored = pending.transaction
+    assert stored.status == "pending" and stored.csr_der is None
+    assert stored.sealed_csr is not None and password.encode() not in stored.sealed_csr
+    assert stored.sealed_by == service.registration_authorities("issuing")[0].record.serial
+    done = service.decide("issuing", "t-9", approve=True, actor="test")
+    assert done.issued is not None and done.issued.certificate.public_key() == csr.public_key()
+    with any_inst.store.transaction(readonly=True) as tx:
+        after = tx.get_scep_transaction("issuing", "t-9")
+    assert after is not None and after.status == "success"
+    assert (after.csr_der, after.sealed_csr, after.sealed_by) == (None, None, None)
