@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from iotpki.core.models import ScepTransactionRecord
 from iotpki.core.scep import ScepService
@@ -75,3 +76,26 @@ def test_a_pending_request_is_kept_sealed_and_dropped_once_decided(any_inst: Ins
         after = tx.get_scep_transaction("issuing", "t-9")
     assert after is not None and after.status == "success"
     assert (after.csr_der, after.sealed_csr, after.sealed_by) == (None, None, None)
+
+
+def test_a_request_pending_from_before_sealing_is_still_approved(any_inst: Installation) -> None:
+    """A pending row upgraded by scep_0002 keeps its clear CSR until decided, then drops it."""
+    service = ScepService(any_inst.authority, any_inst.keys)
+    csr = x509.load_der_x509_csr(Device("dev-10", rsa_key(91)).csr(None))
+    now = any_inst.authority.clock.now()
+    legacy = ScepTransactionRecord(
+        ca_name="issuing",
+        transaction_id="t-10",
+        kind="enroll",
+        status="pending",
+        key_fingerprint="cd" * 32,
+        csr_der=csr.public_bytes(serialization.Encoding.DER),
+        device_id="dev-10",
+        profile="device",
+        created_at=now,
+        updated_at=now,
+    )
+    with any_inst.store.transaction() as tx:
+        tx.add_scep_transaction(legacy)
+    done = service.decide("issuing", "t-10", approve=True, actor="test")
+    assert done.issued is not None and done.transaction.csr_der is None
