@@ -8,10 +8,12 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AttributeOID, NameOID
 
+from iotpki.protocols.scep import der
 from iotpki.protocols.scep.client import (
     CertRep,
     build_request,
@@ -22,7 +24,15 @@ from iotpki.protocols.scep.client import (
 )
 from iotpki.protocols.scep.messages import MessageType
 
-__all__ = ["Device", "ca_ra_certs", "rsa_key"]
+__all__ = [
+    "Device",
+    "Parts",
+    "assemble",
+    "ca_ra_certs",
+    "duplicated_rdn_certificate",
+    "rsa_key",
+    "seal",
+]
 
 
 @functools.cache
@@ -132,3 +142,116 @@ class Device:
         assert len(certs) == 1
         self.certificate = certs[0]
         return certs[0]
+
+
+# -- structural building blocks, for tests that re-sign altered pkiMessages ---------------------
+
+OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
+OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+OID_SIGNING_TIME = "1.2.840.113549.1.9.5"
+OID_MESSAGE_TYPE = "2.16.840.1.113733.1.9.2"
+OID_SENDER_NONCE = "2.16.840.1.113733.1.9.5"
+OID_TRANSACTION_ID = "2.16.840.1.113733.1.9.7"
+_DATA_OID = "1.2.840.113549.1.7.1"
+
+
+@dataclass
+class Parts:
+    """The pieces of a pkiMessage a client signs, each as DER, to alter before :func:`assemble`."""
+
+    certificates: list[bytes]
+    sid: bytes  # the SignerIdentifier
+    attributes: list[tuple[str, list[bytes]]]  # (OID, values) in order
+    content: bytes | None  # the eContent (the pkcsPKIEnvelope)
+    digest_oid: str = "2.16.840.1.101.3.4.2.1"  # sha256
+    signature_oid: str = "1.2.840.113549.1.1.1"  # rsaEncryption
+    content_type_oid: str = _DATA_OID
+
+    @classmethod
+    def of(
+        cls,
+        signer: x509.Certificate,
+        message_type: int,
+        transaction_id: str,
+        content: bytes,
+        now: datetime,
+        nonce: bytes = b"\x07" * 16,
+    ) -> Parts:
+        """What a well-behaved client signs: the usual attributes over ``content``."""
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(content)
+        utc = now.strftime("%y%m%d%H%M%SZ").encode()
+        return cls(
+            certificates=[signer.public_bytes(serialization.Encoding.DER)],
+            sid=der.tlv(0x30, signer.issuer.public_bytes() + der.integer(signer.serial_number)),
+            attributes=[
+                (OID_CONTENT_TYPE, [der.oid(_DATA_OID)]),
+                (OID_SIGNING_TIME, [der.tlv(0x17, utc)]),
+                (OID_MESSAGE_DIGEST, [der.tlv(0x04, digest.finalize())]),
+                (OID_MESSAGE_TYPE, [der.tlv(0x13, str(message_type).encode())]),
+                (OID_SENDER_NONCE, [der.tlv(0x04, nonce)]),
+                (OID_TRANSACTION_ID, [der.tlv(0x13, transaction_id.encode())]),
+            ],
+            content=content,
+        )
+
+
+def seal(content: bytes, recipient: x509.Certificate) -> bytes:
+    """A pkcsPKIEnvelope of ``content`` to ``recipient`` (AES-128-CBC), as clients make it."""
+    return (
+        pkcs7.PKCS7EnvelopeBuilder()
+        .set_data(content)
+        .add_recipient(recipient)
+        .set_content_encryption_algorithm(algorithms.AES128)
+        .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+    )
+
+
+def assemble(parts: Parts, key: rsa.RSAPrivateKey) -> bytes:
+    """A ContentInfo/SignedData of ``parts``, its attributes signed with ``key`` (RFC 5652)."""
+    signed = b"".join(
+        der.tlv(0x30, der.oid(oid) + der.tlv(0x31, b"".join(values)))
+        for oid, values in parts.attributes
+    )
+    signature = key.sign(der.tlv(0x31, signed), padding.PKCS1v15(), hashes.SHA256())
+    algorithm = der.tlv(0x30, der.oid(parts.digest_oid) + b"\x05\x00")
+    signer_info = der.tlv(
+        0x30,
+        b"\x02\x01\x01"
+        + parts.sid
+        + algorithm
+        + der.tlv(0xA0, signed)
+        + der.tlv(0x30, der.oid(parts.signature_oid) + b"\x05\x00")
+        + der.tlv(0x04, signature),
+    )
+    encapsulated = der.oid(parts.content_type_oid)
+    if parts.content is not None:
+        encapsulated += der.tlv(0xA0, der.tlv(0x04, parts.content))
+    signed_data = der.tlv(
+        0x30,
+        b"\x02\x01\x01"
+        + der.tlv(0x31, algorithm)
+        + der.tlv(0x30, encapsulated)
+        + der.tlv(0xA0, b"".join(parts.certificates))
+        + der.tlv(0x31, signer_info),
+    )
+    return der.tlv(0x30, der.oid("1.2.840.113549.1.7.2") + der.tlv(0xA0, signed_data))
+
+
+def duplicated_rdn_certificate(certificate: x509.Certificate) -> tuple[bytes, bytes]:
+    """``certificate`` with its issuer and subject's RDN repeating its attribute, and that
+    issuer's IssuerAndSerialNumber: DER cryptography reads lazily and refuses at first use."""
+    name = certificate.subject.public_bytes()
+    rdn = der.children(der.read(name), 16)[0]
+    attribute = der.children(rdn, 17)[0].encoded
+    doubled = der.tlv(0x30, der.tlv(0x31, attribute + attribute))
+    cert_der = certificate.public_bytes(serialization.Encoding.DER)
+    tbs, algorithm, signature = der.children(der.read(cert_der), 16)
+    fields = [f.encoded for f in der.children(tbs, 16)]
+    offset = 1 if fields[0][0] == 0xA0 else 0  # [0] version
+    fields[offset + 2] = doubled  # issuer
+    fields[offset + 4] = doubled  # subject
+    rebuilt_tbs = der.tlv(0x30, b"".join(fields))
+    rebuilt = der.tlv(0x30, rebuilt_tbs + algorithm.encoded + signature.encoded)
+    sid = der.tlv(0x30, doubled + der.integer(certificate.serial_number))
+    return rebuilt, sid

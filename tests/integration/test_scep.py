@@ -7,7 +7,6 @@ import base64
 import logging
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,62 +18,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from starlette.testclient import TestClient
 
-from iotpki.core.models import CertificateQuery, RevocationReason
+from iotpki.core.models import RevocationReason
 from iotpki.core.publication import CrlPublisher
-from iotpki.core.scep import ScepService
-from iotpki.installation import Installation
 from iotpki.protocols.scep.client import CertRep, issuer_and_serial, open_envelope
 from iotpki.protocols.scep.messages import FailInfo, MessageType, PkiStatus, sign_pki_message
 from iotpki.revocation_service import revocation_config
-from iotpki.server import Service, build_http_app, build_https_app, scep_service
+from iotpki.server import Service, build_https_app
 from iotpki.store.revocation import SqlRevocationStore
-from scepkit import Device, ca_ra_certs, rsa_key
+from scepapp import PKI, URL, Scep, running_scep
+from scepkit import Device, rsa_key
 
-from conftest import ManualClock, make_installation
-
-URL = "/scep"
-PKI = {"operation": "PKIOperation"}
-
-
-@dataclass
-class Scep:
-    """The HTTP application, the SCEP service behind it and the RA a client would fetch."""
-
-    inst: Installation
-    http: TestClient
-    service: ScepService
-    clock: ManualClock
-    ra: x509.Certificate
-    chain: list[x509.Certificate]
-
-    def post(self, der: bytes) -> CertRep:
-        response = self.http.post(URL, params=PKI, content=der)
-        assert response.status_code == 200, response.text
-        assert response.headers["content-type"] == "application/x-pki-message"
-        rep = Device("reader", rsa_key(0)).read(response.content, self.ra, self.clock.now())
-        return rep
-
-    def challenge(self, device_id: str, **options: object) -> str:
-        secret, _ = self.service.create_challenge(device_id, actor="test", **options)  # type: ignore[arg-type]
-        return secret
-
-    def issued_count(self) -> int:
-        return len(self.inst.authority.search(CertificateQuery(profile="device")))
-
-    def last_event(self, action: str) -> dict[str, object]:
-        events = [e for e in self.inst.store.audit_events() if e.action == action]
-        assert events, f"no {action} event"
-        return events[-1].data
+from conftest import ManualClock
 
 
 @pytest.fixture
 def scep(tmp_path: Path, clock: ManualClock) -> Iterator[Scep]:
-    inst = make_installation(tmp_path / "home", clock=clock)
-    with TestClient(build_http_app(Service(inst)), client=("127.0.0.1", 5555)) as http:
-        response = http.get(URL, params={"operation": "GetCACert"})
-        ra, chain = ca_ra_certs(response.content)
-        yield Scep(inst, http, scep_service(inst), clock, ra, chain)
-    inst.close()
+    with running_scep(tmp_path / "home", clock) as app:
+        yield app
 
 
 def _enroll(scep: Scep, device: Device) -> x509.Certificate:

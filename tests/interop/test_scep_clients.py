@@ -220,3 +220,44 @@ def test_get_ca_cert_parses_with_openssl(server: Running, tmp_path: Path) -> Non
     )  # fmt: skip
     assert done.stdout.count("BEGIN CERTIFICATE") == 3
     assert len(pkcs7.load_der_pkcs7_certificates(body)) == 3
+
+
+def _certmonger_status(server: Running, state: Path, password: str, device_id: str) -> str:
+    """Submit one request and wait (bounded: 60 s) until certmonger has the CA's answer."""
+    cert_file, key_file = state / "cert.pem", state / "key.pem"
+    output = _certmonger(
+        server,
+        state,
+        f"getcert add-scep-ca -c iotpki -u {server.url}\n"
+        f"getcert request -c iotpki -f {cert_file} -k {key_file} -N CN={device_id} "
+        f"-L {password}\n"
+        "i=0\n"
+        "while [ $i -lt 600 ]; do\n"
+        "  s=$(getcert list | sed -n 's/^\\s*status: //p')\n"
+        '  case "$s" in MONITORING|CA_*|NEED_GUIDANCE) break ;; esac\n'
+        "  i=$((i + 1)); sleep 0.1\n"
+        "done\n"
+        "getcert list\n",
+    )
+    return output
+
+
+@pytest.mark.skipif(not os.path.exists(CERTMONGER), reason="certmonger is not installed")
+def test_certmonger_with_a_wrong_challenge_is_rejected(server: Running, tmp_path: Path) -> None:
+    """RFC 8894 section 3.3.2: a FAILURE CertRep carries an empty eContent of type data, so
+    OpenSSL verifies it and certmonger reports a rejection, not an unreachable CA."""
+    server.challenge("cm-dev-2")
+    output = _certmonger_status(server, tmp_path, "wrong-password", "cm-dev-2")
+    assert "status: CA_REJECTED" in output, output
+    assert "CA_UNREACHABLE" not in output
+    assert server.issued("cm-dev-2") == []
+
+
+@pytest.mark.skipif(not os.path.exists(CERTMONGER), reason="certmonger is not installed")
+def test_certmonger_waits_on_a_pending_request(server: Running, tmp_path: Path) -> None:
+    """A PENDING CertRep verifies too: certmonger keeps waiting for the CA (CA_WORKING)."""
+    secret, _ = scep_service(server.inst).create_challenge("cm-dev-3", actor="test", approval=True)
+    output = _certmonger_status(server, tmp_path, secret, "cm-dev-3")
+    assert "status: CA_WORKING" in output, output
+    assert "CA_UNREACHABLE" not in output
+    assert [t.status for t in scep_service(server.inst).transactions("pending")] == ["pending"]

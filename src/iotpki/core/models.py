@@ -353,7 +353,7 @@ class ScepTransactionRecord:
     kind: str  # "enroll" or "renew"
     status: str  # "pending", "success" or "failure"
     key_fingerprint: str  # SHA-256 of the requested SubjectPublicKeyInfo, hex
-    csr_der: bytes
+    csr_der: bytes | None  # a pending request stored before scep_0002; None since
     device_id: str | None
     profile: str
     created_at: datetime
@@ -363,6 +363,8 @@ class ScepTransactionRecord:
     renewed_from: str | None = None
     challenge_id: str | None = None
     decided_by: str | None = None
+    sealed_csr: bytes | None = None  # a pending request's CSR, encrypted to the RA
+    sealed_by: str | None = None  # the serial of the RA certificate it is encrypted to
 
 
 @dataclass(frozen=True, slots=True)

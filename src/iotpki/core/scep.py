@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 import time
@@ -21,9 +22,10 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
@@ -51,6 +53,7 @@ __all__ = [
 RA_PROFILE = "scep-ra"
 _RA_CACHE_SECONDS = 30.0
 _MAX_CHALLENGE_LIFETIME = timedelta(days=90)
+_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
 def _hash(secret: str) -> str:
@@ -274,7 +277,7 @@ class ScepService:
             kind="enroll",
             status="pending",
             key_fingerprint=fingerprint,
-            csr_der=csr.public_bytes(Encoding.DER),
+            csr_der=None,  # the CSR holds the challenge password: never stored in clear
             device_id=challenge.device_id,
             profile=challenge.profile,
             created_at=now,
@@ -282,6 +285,12 @@ class ScepService:
             challenge_id=challenge.challenge_id,
         )
         if challenge.approval:
+            ra = self.registration_authorities(ca)[0]
+            record = replace(
+                record,
+                sealed_csr=_seal(ra.certificate, csr.public_bytes(Encoding.DER)),
+                sealed_by=ra.record.serial,
+            )
             with self._store.transaction() as tx:
                 _claim(tx, challenge, record)
                 _store(tx, existing, record)
@@ -380,7 +389,7 @@ class ScepService:
             kind="renew",
             status="success",
             key_fingerprint=fingerprint,
-            csr_der=csr.public_bytes(Encoding.DER),
+            csr_der=None,
             device_id=old.device_id,
             profile=old.profile,
             created_at=now,
@@ -457,14 +466,18 @@ class ScepService:
         now = self._clock.now()
         if not approve:
             rejected = replace(
-                pending, status="failure", fail_info="badRequest", updated_at=now, decided_by=actor
+                _answered(pending),
+                status="failure",
+                fail_info="badRequest",
+                updated_at=now,
+                decided_by=actor,
             )
             with self._store.transaction() as tx:
                 _store(tx, pending, rejected)
                 tx.append_audit(now, actor, "scep.rejected", transaction_id, {"ca": ca})
             return ScepResult(rejected)
-        csr = x509.load_der_x509_csr(pending.csr_der)
-        approved = replace(pending, status="success", updated_at=now, decided_by=actor)
+        csr = x509.load_der_x509_csr(self._pending_csr(pending))
+        approved = replace(_answered(pending), status="success", updated_at=now, decided_by=actor)
 
         def record(tx: StoreTransaction, issued: CertificateRecord) -> None:
             _store(tx, pending, replace(approved, serial=issued.serial))
@@ -478,6 +491,48 @@ class ScepService:
             within=record,
         )
         return ScepResult(replace(approved, serial=issued.record.serial), issued)
+
+    def _pending_csr(self, pending: ScepTransactionRecord) -> bytes:
+        """The DER CSR of a pending transaction, unsealed by the RA it was sealed to."""
+        if pending.sealed_csr is None or pending.sealed_by is None:
+            if pending.csr_der is None:
+                raise Conflict(f"SCEP transaction {pending.transaction_id!r} holds no request")
+            return pending.csr_der  # stored in clear before migration scep_0002
+        with self._store.transaction(readonly=True) as tx:
+            ras = tx.list_scep_ras(pending.ca_name)
+        ra = next((r for r in ras if r.serial == pending.sealed_by), None)
+        backend = None if ra is None else self._keys.get(ra.key_backend)
+        if ra is None or backend is None:
+            raise ConfigError(f"the RA {pending.sealed_by} of a pending request is gone")
+        key = backend.signer(ra.key_ref)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ConfigError(f"the RA {pending.sealed_by}'s key is not RSA")
+        return _unseal(key, pending.sealed_csr)
+
+
+def _seal(certificate: x509.Certificate, data: bytes) -> bytes:
+    """``data`` encrypted to an RA: AES-256-GCM under a key wrapped with RSA-OAEP (SHA-256)."""
+    public_key = certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise ConfigError("the SCEP RA certificate has no RSA key")
+    content_key, nonce = AESGCM.generate_key(256), os.urandom(12)
+    wrapped = public_key.encrypt(content_key, _OAEP)
+    return wrapped + nonce + AESGCM(content_key).encrypt(nonce, data, None)
+
+
+def _unseal(key: rsa.RSAPrivateKey, sealed: bytes) -> bytes:
+    """What :func:`_seal` encrypted, decrypted by the RA's key inside its backend."""
+    size = key.key_size // 8
+    wrapped, nonce, ciphertext = sealed[:size], sealed[size : size + 12], sealed[size + 12 :]
+    try:
+        return AESGCM(key.decrypt(wrapped, _OAEP)).decrypt(nonce, ciphertext, None)
+    except (ValueError, InvalidTag):
+        raise ConfigError("a pending request does not decrypt with its RA key") from None
+
+
+def _answered(record: ScepTransactionRecord) -> ScepTransactionRecord:
+    """A decided transaction keeps no request: the CSR is needed only until issuance."""
+    return replace(record, csr_der=None, sealed_csr=None, sealed_by=None)
 
 
 def _claim(

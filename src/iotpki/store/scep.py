@@ -51,6 +51,8 @@ def _transaction(row: Row[Any]) -> ScepTransactionRecord:
         renewed_from=row.renewed_from,
         challenge_id=row.challenge_id,
         decided_by=row.decided_by,
+        sealed_csr=row.sealed_csr,
+        sealed_by=row.sealed_by,
     )
 
 
@@ -71,6 +73,8 @@ def _transaction_values(record: ScepTransactionRecord) -> dict[str, object]:
         "renewed_from": record.renewed_from,
         "challenge_id": record.challenge_id,
         "decided_by": record.decided_by,
+        "sealed_csr": record.sealed_csr,
+        "sealed_by": record.sealed_by,
     }
 
 

@@ -387,7 +387,7 @@ scep_transactions = Table(
     Column("kind", String(16), nullable=False),
     Column("status", String(16), nullable=False),
     Column("key_fingerprint", String(64), nullable=False),
-    Column("csr_der", LargeBinary, nullable=False),
+    Column("csr_der", LargeBinary),
     Column("device_id", String(128)),
     Column("profile", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -397,6 +397,8 @@ scep_transactions = Table(
     Column("renewed_from", String(64)),
     Column("challenge_id", String(32)),
     Column("decided_by", String(128)),
+    Column("sealed_csr", LargeBinary),  # migration scep_0002
+    Column("sealed_by", String(64)),
     Index("ix_scep_transactions_status", "status"),
 )
 

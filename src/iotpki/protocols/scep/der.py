@@ -14,6 +14,7 @@ from asn1crypto import core, parser
 __all__ = [
     "Element",
     "children",
+    "dotted",
     "integer",
     "octets",
     "oid",
@@ -95,6 +96,11 @@ def tlv(tag: int, body: bytes) -> bytes:
 def oid(dotted: str) -> bytes:
     """The DER of an OBJECT IDENTIFIER."""
     return bytes(core.ObjectIdentifier(dotted).dump())
+
+
+def dotted(encoded: bytes) -> str:
+    """The dotted form of an OBJECT IDENTIFIER's DER."""
+    return str(core.ObjectIdentifier.load(encoded).dotted)
 
 
 def integer(value: int) -> bytes:

@@ -111,12 +111,18 @@ def _parse(data: bytes) -> Envelope:
     transports = []
     for info in der.children(fields[0], 17):
         if info.is_(0, 16):  # KeyTransRecipientInfo; kari, kekri, pwri are [1] to [4]
+            # KeyTransRecipientInfo ::= SEQUENCE { version, rid, keyEncryptionAlgorithm,
+            #   encryptedKey OCTET STRING }
             ktri = der.children(info)
+            if len(ktri) != 4 or not der.children(ktri[2], 16):
+                raise ValueError("bad KeyTransRecipientInfo")
             transports.append((_recipient(ktri[1]), ktri))
     # EncryptedContentInfo ::= SEQUENCE { contentType, contentEncryptionAlgorithm,
     #   [0] IMPLICIT encryptedContent OPTIONAL }; BER senders may chunk it (constructed).
     content = der.children(fields[1], 16)
     algorithm = der.children(content[1], 16)
+    if not algorithm:
+        raise ValueError("no content-encryption algorithm")
     ciphertext = None
     if len(content) > 2 and content[2].is_(2, 0):
         ciphertext = der.octets(content[2])

@@ -24,12 +24,14 @@ from iotpki.errors import MalformedInput, RequestError
 from iotpki.protocols.scep import der
 
 __all__ = [
+    "DECODE_ERRORS",
     "DIGESTS",
     "FailInfo",
     "MessageType",
     "PkiMessage",
     "PkiStatus",
     "ScepFailure",
+    "UnreadableMessage",
     "build_cert_rep",
     "parse_pki_message",
     "sign_pki_message",
@@ -159,6 +161,20 @@ class PkiMessage:
             )
 
 
+DECODE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    UnicodeDecodeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.InvalidVersion,
+    x509.UnsupportedGeneralNameType,
+)
+"""What decoding hostile DER may raise, in asn1crypto and (lazily, at first use) cryptography."""
+
+
 def _malformed(what: str) -> MalformedInput:
     return MalformedInput(f"not a SCEP pkiMessage: {what}")
 
@@ -194,11 +210,12 @@ def _bytes(element: der.Element | None, name: str) -> bytes | None:
 def _time(element: der.Element | None) -> datetime | None:
     if element is None:
         return None
-    value = core.Asn1Value.load(element.encoded)
+    value = core.Asn1Value.load(element.encoded, strict=True)
     if not isinstance(value, core.UTCTime | core.GeneralizedTime):
         raise _malformed("signingTime is not a time")
     result = value.native
-    assert isinstance(result, datetime)
+    if not isinstance(result, datetime) or result.tzinfo is None:
+        raise _malformed("signingTime is not a UTC time")
     return result
 
 
@@ -230,61 +247,123 @@ def _algorithm(element: der.Element, names: dict[bytes, str]) -> str:
 
 
 def parse_pki_message(data: bytes) -> PkiMessage:
-    """Read a pkiMessage; ``MalformedInput`` when no CertRep can answer it (HTTP 400)."""
+    """Read a whole pkiMessage, every field the server uses decoded and checked here.
+
+    ``MalformedInput`` when no CertRep can answer it (no single transactionID and senderNonce:
+    HTTP 400), ``UnreadableMessage`` when one can (a CertRep FAILURE with its failInfo).
+    """
     try:
-        return _parse(data)
+        outer = _envelope_fields(data)
     except MalformedInput:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
+    except DECODE_ERRORS as exc:
         raise _malformed(str(exc)[:200]) from None
+    try:
+        return _complete(outer)
+    except ScepFailure as exc:
+        raise UnreadableMessage(exc.message, exc.fail_info, outer) from None
+    except MalformedInput as exc:
+        raise UnreadableMessage(exc.message, FailInfo.BAD_MESSAGE_CHECK, outer) from None
+    except DECODE_ERRORS as exc:
+        reason = f"not a SCEP pkiMessage: {str(exc)[:200]}"
+        raise UnreadableMessage(reason, FailInfo.BAD_MESSAGE_CHECK, outer) from None
 
 
-def _parse(data: bytes) -> PkiMessage:
+@dataclass(frozen=True, slots=True)
+class _Outer:
+    """What a CertRep needs of a request, and the elements the rest is read from."""
+
+    transaction_id: str
+    sender_nonce: bytes
+    signed_data: list[der.Element]
+    signer_info: list[der.Element]
+    attributes: dict[bytes, list[der.Element]]
+    repeated: list[bytes]  # attribute types that appear more than once
+
+
+class UnreadableMessage(MalformedInput):
+    """A pkiMessage with one transactionID and senderNonce whose other parts do not decode:
+    malformed, yet a CertRep FAILURE with ``fail_info`` can answer it."""
+
+    def __init__(self, message: str, fail_info: FailInfo, outer: _Outer) -> None:
+        super().__init__(message, fail_info=str(fail_info))
+        self.fail_info = fail_info
+        self.transaction_id = outer.transaction_id
+        self.sender_nonce = outer.sender_nonce
+
+
+def _envelope_fields(data: bytes) -> _Outer:
     # ContentInfo ::= SEQUENCE { contentType, [0] EXPLICIT content } (RFC 5652 section 3)
     content_type, wrapped = der.children(der.read(data), 16)
     if content_type.encoded != _SIGNED_DATA or not wrapped.is_(2, 0):
         raise _malformed("not a CMS SignedData")
     # SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo,
     #   [0] certificates OPTIONAL, [1] crls OPTIONAL, signerInfos } (section 5.1)
-    fields = der.children(der.children(wrapped)[0], 16)
-    encapsulated, rest = fields[2], fields[3:]
-    certificates = der.children(rest[0]) if rest and rest[0].is_(2, 0) else []
-    signer_infos = der.children(rest[-1], 17)
+    (signed_data,) = der.children(wrapped)
+    fields = der.children(signed_data, 16)
+    if len(fields) < 4:
+        raise _malformed("a SignedData has at least four fields")
+    signer_infos = der.children(fields[-1], 17)
     if len(signer_infos) != 1:
         raise _malformed("a pkiMessage has exactly one signer")
     # SignerInfo ::= SEQUENCE { version, sid, digestAlgorithm, [0] signedAttrs OPTIONAL,
     #   signatureAlgorithm, signature, [1] unsignedAttrs OPTIONAL } (section 5.3)
     info = der.children(signer_infos[0], 16)
-    signed_attrs = info[3]
-    if not signed_attrs.is_(2, 0):
+    if len(info) not in (6, 7) or not info[3].is_(2, 0):
         raise _malformed("no signed attributes")
-    signer = x509.load_der_x509_certificate(_signer_certificate(info[1], certificates))
     attributes: dict[bytes, list[der.Element]] = {}
-    for attribute in der.children(signed_attrs):
+    repeated: list[bytes] = []
+    for attribute in der.children(info[3]):
         kind, values = der.children(attribute, 16)
         if kind.encoded in attributes:
-            raise _malformed("an attribute appears twice")
-        attributes[kind.encoded] = der.children(values, 17)
-    encapsulated_fields = der.children(encapsulated, 16)
-    payload = b""
-    if len(encapsulated_fields) > 1:
-        payload = _bytes(der.children(encapsulated_fields[1])[0], "eContent") or b""
-    type_text = _text(_single(attributes, _MESSAGE_TYPE), "messageType")
+            repeated.append(kind.encoded)
+        else:
+            attributes[kind.encoded] = der.children(values, 17)
+    for oid, name in ((_TRANSACTION_ID, "transactionID"), (_SENDER_NONCE, "senderNonce")):
+        if _OID[oid] in repeated:
+            raise _malformed(f"the {name} attribute appears twice")
     transaction_id = _text(_single(attributes, _TRANSACTION_ID), "transactionID")
     nonce = _bytes(_single(attributes, _SENDER_NONCE), "senderNonce")
-    if type_text is None or not type_text.isdigit() or len(type_text) > 3:
-        raise _malformed("missing or bad messageType")
     if not transaction_id or len(transaction_id) > _MAX_TRANSACTION_ID:
         raise _malformed("missing or bad transactionID")
+    if not transaction_id.isprintable():
+        raise _malformed("the transactionID is not printable")
     if nonce is None or len(nonce) not in _NONCE_SIZES:
         raise _malformed("missing or bad senderNonce")
+    return _Outer(transaction_id, nonce, fields, info, attributes, repeated)
+
+
+def _complete(outer: _Outer) -> PkiMessage:
+    """The rest of the message; ``ScepFailure`` or ``MalformedInput`` if it does not decode."""
+    if outer.repeated:
+        names = ", ".join(sorted(der.dotted(oid) for oid in set(outer.repeated)))
+        raise _malformed(f"attribute {names} appears twice")
+    attributes, info, fields = outer.attributes, outer.signer_info, outer.signed_data
+    rest = fields[3:]
+    certificates = der.children(rest[0]) if rest[0].is_(2, 0) else []
+    signer = _force(x509.load_der_x509_certificate(_signer_certificate(info[1], certificates)))
+    # EncapsulatedContentInfo ::= SEQUENCE { eContentType, [0] EXPLICIT eContent OPTIONAL }
+    encapsulated = der.children(fields[2], 16)
+    if not 1 <= len(encapsulated) <= 2 or encapsulated[0].encoded != _DATA:
+        raise _malformed("the encapsulated content is not data")
+    payload = b""
+    if len(encapsulated) == 2:
+        (octets,) = der.children(encapsulated[1])
+        payload = _bytes(octets, "eContent") or b""
+    content_type = _single(attributes, _CONTENT_TYPE)
+    if content_type is not None and content_type.encoded != _DATA:
+        raise _malformed("the contentType attribute is not the content's type")
+    type_text = _text(_single(attributes, _MESSAGE_TYPE), "messageType")
+    if type_text is None or not type_text.isdigit() or len(type_text) > 3:
+        raise ScepFailure("missing or bad messageType", FailInfo.BAD_REQUEST)
     signature = info[5]
     if not signature.is_(0, 4):
         raise _malformed("the signature is not an OCTET STRING")
+    signed_attrs = info[3]
     return PkiMessage(
         message_type=int(type_text),
-        transaction_id=transaction_id,
-        sender_nonce=nonce,
+        transaction_id=outer.transaction_id,
+        sender_nonce=outer.sender_nonce,
         signer=signer,
         digest_algorithm=_algorithm(info[2], _DIGEST_NAMES),
         content=payload,
@@ -298,6 +377,14 @@ def _parse(data: bytes) -> PkiMessage:
         fail_info=_text(_single(attributes, _FAIL_INFO), "failInfo"),
         recipient_nonce=_bytes(_single(attributes, _RECIPIENT_NONCE), "recipientNonce"),
     )
+
+
+def _force(certificate: x509.Certificate) -> x509.Certificate:
+    """``certificate`` once the fields the server reads have decoded (cryptography decodes
+    lazily: a bad name or extension raises ``ValueError`` at first use, not at load)."""
+    _ = certificate.issuer, certificate.subject, certificate.serial_number
+    _ = certificate.extensions
+    return certificate
 
 
 _OID = {
@@ -419,7 +506,9 @@ def build_cert_rep(
         message_type=MessageType.CERT_REP,
         transaction_id=transaction_id,
         now=now,
-        content=envelope,
+        # RFC 8894 section 3.3.2: FAILURE and PENDING replies carry signed content too, an
+        # empty eContent of type data; OpenSSL refuses to verify a SignedData without one.
+        content=b"" if envelope is None else envelope,
         recipient_nonce=recipient_nonce,
         status=status,
         fail_info=fail_info,

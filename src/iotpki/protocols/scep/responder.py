@@ -17,12 +17,12 @@ from datetime import timedelta
 from asn1crypto import cms
 from asn1crypto import crl as asn1_crl
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AttributeOID
 
 from iotpki.core.authority import serial_hex
+from iotpki.core.encoding import load_csr
 from iotpki.core.keytypes import key_fingerprint
 from iotpki.core.models import CAKind, CAStatus
 from iotpki.core.scep import RegistrationAuthority, ScepResult, ScepService
@@ -38,11 +38,13 @@ from iotpki.errors import (
 from iotpki.protocols.access import access_log
 from iotpki.protocols.scep import envelope
 from iotpki.protocols.scep.messages import (
+    DECODE_ERRORS,
     FailInfo,
     MessageType,
     PkiMessage,
     PkiStatus,
     ScepFailure,
+    UnreadableMessage,
     build_cert_rep,
     parse_pki_message,
 )
@@ -60,6 +62,7 @@ _SIGNING_TIME_TOLERANCE = timedelta(hours=1)
 _CA_CACHE_SECONDS = 30.0
 _NONCES_KEPT = 100_000
 _DER = serialization.Encoding.DER
+_CSR_ERRORS: tuple[type[Exception], ...] = (MalformedInput, *DECODE_ERRORS)
 _REQUESTS = frozenset(int(m) for m in MessageType) - {int(MessageType.CERT_REP)}
 
 
@@ -83,13 +86,27 @@ def _fail_info(exc: IotpkiError) -> FailInfo:
     return FailInfo.BAD_REQUEST
 
 
-def _challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
+def _read_csr(content: bytes) -> tuple[x509.CertificateSigningRequest, str | None]:
+    """The envelope's PKCS#10 request, every field issuance reads decoded here (cryptography
+    decodes lazily), and its challengePassword."""
+    if content.lstrip().startswith(b"-----BEGIN"):  # load_csr reads PEM too; SCEP is DER
+        raise ScepFailure("the envelope holds no DER PKCS#10 request", FailInfo.BAD_REQUEST)
     try:
-        value = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
+        csr = load_csr(content)
+        _ = csr.subject, csr.extensions, csr.attributes, csr.signature_hash_algorithm
+        csr.public_key()
+        valid = csr.is_signature_valid
+        password = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
     except x509.AttributeNotFound:
-        return None
+        password = None
+    except _CSR_ERRORS:
+        raise ScepFailure(
+            "the envelope holds no usable PKCS#10 request", FailInfo.BAD_REQUEST
+        ) from None
+    if not valid:
+        raise ScepFailure("the CSR's signature does not verify", FailInfo.BAD_MESSAGE_CHECK)
     try:
-        return value.decode()
+        return csr, None if password is None else password.decode()
     except UnicodeDecodeError:
         raise ScepFailure("the challengePassword is not text", FailInfo.BAD_REQUEST) from None
 
@@ -200,9 +217,11 @@ class ScepResponder:
         except ScepFailure as exc:
             return exc
 
-    def _ra_for(self, sealed: envelope.Envelope | ScepFailure) -> tuple[str, RegistrationAuthority]:
+    def _ra_for(
+        self, sealed: envelope.Envelope | ScepFailure | None
+    ) -> tuple[str, RegistrationAuthority]:
         """The CA and RA the request's envelope is encrypted to (else the default CA's RA)."""
-        wanted = [] if isinstance(sealed, ScepFailure) else sealed.recipients
+        wanted = sealed.recipients if isinstance(sealed, envelope.Envelope) else []
         for ca in self._issuing_cas():
             for ra in self._service.registration_authorities(ca):
                 if any(r.matches(ra.certificate) for r in wanted):
@@ -228,6 +247,8 @@ class ScepResponder:
             message = parse_pki_message(der)
             sealed = self._open(message.content)
             ca, ra = self._ra_for(sealed)
+        except UnreadableMessage as exc:
+            return self._unreadable(exc, actor)
         except (MalformedInput, ConfigError, BackendError) as exc:
             return self.refuse(exc, "PKIOperation", actor)
         result: ScepResult | None = None
@@ -277,6 +298,31 @@ class ScepResponder:
             self._audit(actor, "pki_operation", message.transaction_id, data)
         return ScepResponse(200, PKI_MESSAGE, reply)
 
+    def _unreadable(self, exc: UnreadableMessage, actor: str) -> ScepResponse:
+        """A CertRep FAILURE for a request whose transactionID and senderNonce alone decode,
+        signed by the default CA's RA (which RA it was encrypted to is not known)."""
+        try:
+            ca, ra = self._ra_for(None)
+        except (ConfigError, BackendError) as error:
+            return self.refuse(error, "PKIOperation", actor)
+        reply = build_cert_rep(
+            signer=ra.certificate,
+            key=ra.key,
+            transaction_id=exc.transaction_id,
+            recipient_nonce=exc.sender_nonce,
+            status=PkiStatus.FAILURE,
+            fail_info=exc.fail_info,
+            now=self._authority.clock.now(),
+        )
+        data: dict[str, object] = {
+            "ca": ca,
+            "status": "failure",
+            "fail_info": str(exc.fail_info),
+            "reason": exc.message[:256],
+        }
+        self._audit(actor, "pki_operation", exc.transaction_id, data)
+        return ScepResponse(200, PKI_MESSAGE, reply)
+
     def _dispatch(
         self,
         message: PkiMessage,
@@ -315,17 +361,7 @@ class ScepResponder:
         return result, envelope.encrypt(certs, message.signer, cipher)
 
     def _enroll(self, message: PkiMessage, content: bytes, ca: str, actor: str) -> ScepResult:
-        try:
-            csr = x509.load_der_x509_csr(content)
-            csr.public_key()
-            valid = csr.is_signature_valid
-        except (ValueError, UnsupportedAlgorithm):
-            raise ScepFailure(
-                "the envelope holds no usable PKCS#10 request", FailInfo.BAD_REQUEST
-            ) from None
-        if not valid:
-            raise ScepFailure("the CSR's signature does not verify", FailInfo.BAD_MESSAGE_CHECK)
-        password = _challenge_password(csr)
+        csr, password = _read_csr(content)
         signer = message.signer
         self_signed = signer.issuer == signer.subject and _same_key(signer, csr)
         if message.message_type == MessageType.RENEWAL_REQ or (

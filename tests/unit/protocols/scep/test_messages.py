@@ -156,3 +156,24 @@ def test_not_signed_data_is_malformed(device: Device) -> None:
 def test_truncated_messages_are_malformed(device: Device, cut: int) -> None:
     with pytest.raises(MalformedInput):
         parse_pki_message(_message(device)[:-cut])
+
+
+@pytest.mark.parametrize("status", [PkiStatus.FAILURE, PkiStatus.PENDING])
+def test_failure_and_pending_carry_an_empty_econtent_of_type_data(
+    device: Device, status: PkiStatus
+) -> None:
+    """RFC 8894 section 3.3.2: the signed content is present, a zero-length OCTET STRING
+    (OpenSSL refuses a SignedData without it: "PKCS7 routines::no content")."""
+    der = build_cert_rep(
+        signer=device.self_signed(NOW),
+        key=device.key,
+        transaction_id="tx-1",
+        recipient_nonce=b"\x02" * 16,
+        status=status,
+        fail_info=FailInfo.BAD_REQUEST if status is PkiStatus.FAILURE else None,
+        now=NOW,
+    )
+    encapsulated = cms.ContentInfo.load(der)["content"]["encap_content_info"]
+    assert encapsulated["content_type"].native == "data"
+    assert encapsulated["content"].native == b""
+    assert encapsulated["content"].dump() == b"\xa0\x02\x04\x00"
