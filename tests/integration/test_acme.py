@@ -15,7 +15,17 @@ from cryptography.hazmat.primitives import serialization
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from acmekit import ACME, Client, Http01Responder, b64, csr_der, eab_binding, new_key, sign
+from acmekit import (
+    ACME,
+    Client,
+    Http01Responder,
+    b64,
+    csr_der,
+    eab_binding,
+    new_key,
+    problem,
+    sign,
+)
 from iotpki.core.models import CAStatus, CertStatus
 from iotpki.installation import Installation
 from iotpki.protocols.acme import (
@@ -90,16 +100,6 @@ def registered(http: TestClient, ctx: AcmeContext, **options: Any) -> Client:
     )
     assert response.status_code == 201, response.text
     return client
-
-
-def problem(response: Any, kind: str, status: int | None = None) -> dict[str, Any]:
-    assert response.headers["content-type"] == "application/problem+json", response.text
-    assert response.headers.get("replay-nonce")
-    body = response.json()
-    assert body["type"] == f"urn:ietf:params:acme:error:{kind}", body
-    if status is not None:
-        assert response.status_code == status
-    return body
 
 
 def order_and_validate(
