@@ -172,15 +172,25 @@ class Client:
 
 
 class Http01Responder:
-    """Serves /.well-known/acme-challenge/<token> on 127.0.0.1 from a dict."""
+    """Serves /.well-known/acme-challenge/<token> on 127.0.0.1 from a dict; keeps the Host
+    header of each request, and answers a token in ``redirects`` with a 302 there."""
 
     def __init__(self) -> None:
         self.tokens: dict[str, str] = {}
-        tokens = self.tokens
+        self.redirects: dict[str, str] = {}
+        self.hosts: list[str] = []
+        tokens, redirects, hosts = self.tokens, self.redirects, self.hosts
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                hosts.append(self.headers.get("host", ""))
                 token = self.path.rsplit("/", 1)[-1]
+                if token in redirects:
+                    self.send_response(302)
+                    self.send_header("Location", redirects[token])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = tokens.get(token)
                 self.send_response(200 if body else 404)
                 data = (body or "not found").encode()

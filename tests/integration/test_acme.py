@@ -59,6 +59,7 @@ def acme_inst(
     inst = make_installation(
         tmp_path / "home",
         clock=clock,
+        egress_allow=["127.0.0.0/8"],  # the responder is on loopback
         acme={
             "http01_port": responder.port,
             "resolve_override": ["*.test=127.0.0.1"],
@@ -579,6 +580,7 @@ def test_complete_order_on_each_database(
         tmp_path / "home",
         database_url,
         clock=clock,
+        egress_allow=["127.0.0.0/8"],
         acme={"http01_port": responder.port, "resolve_override": ["*.test=127.0.0.1"]},
     )
     try:
