@@ -20,9 +20,38 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from jwcrypto import jwk, jws
 from jwcrypto.common import json_encode
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from iotpki.installation import Installation
+from iotpki.protocols.acme import AcmeContext, ValidationQueue, acme_routes, build_context
+from iotpki.store.acme import SqlAcmeStore
+
 ACME = "https://acme.test/acme"
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+@contextmanager
+def acme_app(inst: Installation) -> Iterator[tuple[AcmeContext, TestClient]]:
+    """The ACME routes of ``inst`` in process, with a manual validation queue."""
+    queue = ValidationQueue(manual=True, retry_delays=(1.0, 1.0), sleep=_no_sleep)
+    ctx = build_context(inst.authority, SqlAcmeStore(inst.store), inst.settings, queue=queue)
+    with TestClient(Starlette(routes=acme_routes(ctx)), base_url="https://acme.test") as client:
+        yield ctx, client
+
+
+def problem(response: Any, kind: str, status: int | None = None) -> dict[str, Any]:
+    """Assert an ACME problem document of ``kind`` (and ``status``) with a fresh nonce."""
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    assert response.headers.get("replay-nonce")
+    body = response.json()
+    assert body["type"] == f"urn:ietf:params:acme:error:{kind}", body
+    if status is not None:
+        assert response.status_code == status
+    return body
 
 
 def b64(data: bytes) -> str:
@@ -143,15 +172,25 @@ class Client:
 
 
 class Http01Responder:
-    """Serves /.well-known/acme-challenge/<token> on 127.0.0.1 from a dict."""
+    """Serves /.well-known/acme-challenge/<token> on 127.0.0.1 from a dict; keeps the Host
+    header of each request, and answers a token in ``redirects`` with a 302 there."""
 
     def __init__(self) -> None:
         self.tokens: dict[str, str] = {}
-        tokens = self.tokens
+        self.redirects: dict[str, str] = {}
+        self.hosts: list[str] = []
+        tokens, redirects, hosts = self.tokens, self.redirects, self.hosts
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                hosts.append(self.headers.get("host", ""))
                 token = self.path.rsplit("/", 1)[-1]
+                if token in redirects:
+                    self.send_response(302)
+                    self.send_header("Location", redirects[token])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = tokens.get(token)
                 self.send_response(200 if body else 404)
                 data = (body or "not found").encode()

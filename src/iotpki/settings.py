@@ -5,13 +5,14 @@ Read only at the edges (CLI, server, agent) and passed inward as one object.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from iotpki.core.policy import DEFAULT_PROFILES, Profile, profile_from_mapping
 from iotpki.errors import ConfigError
@@ -181,6 +182,16 @@ class Settings(BaseModel):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     # openssl-blacklist files of weak RSA moduli (e.g. Debian CVE-2008-0166), refused at issuance
     key_blocklists: tuple[Path, ...] = ()
+    # Networks that ACME validation and webhook deliveries may reach although they are
+    # internal (loopback, private, link-local...; see iotpki.egress), e.g. ["10.20.0.0/16"].
+    egress_allow: tuple[str, ...] = ()
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _egress_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError: not a network
+        return value
 
     @property
     def effective_database_url(self) -> str:

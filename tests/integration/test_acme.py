@@ -16,7 +16,17 @@ from cryptography.hazmat.primitives import serialization
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from acmekit import ACME, Client, Http01Responder, b64, csr_der, eab_binding, new_key, sign
+from acmekit import (
+    ACME,
+    Client,
+    Http01Responder,
+    b64,
+    csr_der,
+    eab_binding,
+    new_key,
+    problem,
+    sign,
+)
 from iotpki.core.models import CAStatus, CertStatus
 from iotpki.installation import Installation
 from iotpki.protocols.acme import (
@@ -51,6 +61,7 @@ def acme_inst(
     inst = make_installation(
         tmp_path / "home",
         clock=clock,
+        egress_allow=["127.0.0.0/8"],  # the responder is on loopback
         acme={
             "http01_port": responder.port,
             "resolve_override": ["*.test=127.0.0.1"],
@@ -92,16 +103,6 @@ def registered(http: TestClient, ctx: AcmeContext, **options: Any) -> Client:
     )
     assert response.status_code == 201, response.text
     return client
-
-
-def problem(response: Any, kind: str, status: int | None = None) -> dict[str, Any]:
-    assert response.headers["content-type"] == "application/problem+json", response.text
-    assert response.headers.get("replay-nonce")
-    body = response.json()
-    assert body["type"] == f"urn:ietf:params:acme:error:{kind}", body
-    if status is not None:
-        assert response.status_code == status
-    return body
 
 
 def order_and_validate(
@@ -582,6 +583,7 @@ def test_complete_order_on_each_database(
         tmp_path / "home",
         database_url,
         clock=clock,
+        egress_allow=["127.0.0.0/8"],
         acme={"http01_port": responder.port, "resolve_override": ["*.test=127.0.0.1"]},
     )
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from iotpki.egress import EgressPolicy
 from iotpki.errors import ConfigError
 from iotpki.installation import Installation
 from iotpki.monitoring.alerts import Alerter, next_attempt_delay, validate_webhook_url
@@ -26,6 +27,7 @@ from iotpki.store.monitoring import SqlMonitoringStore
 from conftest import ManualClock, make_installation
 
 SECRET = b"webhook-test-secret"
+LOOPBACK = EgressPolicy.from_text(["127.0.0.0/8"])  # the receivers listen on 127.0.0.1
 
 
 @dataclass
@@ -79,7 +81,9 @@ def _opened(inst: Installation, store: SqlMonitoringStore, key: str) -> list[Fin
 
 
 def _alerter(store: SqlMonitoringStore, clock: ManualClock, url: str, attempts: int) -> Alerter:
-    return Alerter(store, clock, targets=[url], secret=SECRET, max_attempts=attempts)
+    return Alerter(
+        store, clock, targets=[url], secret=SECRET, max_attempts=attempts, egress=LOOPBACK
+    )
 
 
 def test_delivery_is_signed_and_recorded(
@@ -211,5 +215,93 @@ def test_a_bad_configured_target_is_audited_and_stops_the_monitor(
         last = list(inst.store.audit_events())[-1]
         assert (last.action, last.target) == ("monitor.webhook.refused", "gopher://127.0.0.1/x")
         assert SqlMonitoringStore(inst.store).list_deliveries() == []
+    finally:
+        inst.close()
+
+
+def test_deliveries_obey_the_egress_policy(
+    inst: Installation, clock: ManualClock, receiver: Receiver
+) -> None:
+    """Without an allow for loopback the receiver on 127.0.0.1 is never contacted; the
+    refusal is recorded and retried like any failure (deliveries reached any address)."""
+    store = SqlMonitoringStore(inst.store)
+    alerter = Alerter(store, clock, targets=[receiver.url], secret=SECRET, max_attempts=3)
+    alerter.notify(_opened(inst, store, "abc6"))
+    assert alerter.deliver_due() == 0
+    assert receiver.received == []
+    [delivery] = store.list_deliveries()
+    assert delivery.status == "pending" and delivery.http_status is None
+    assert delivery.last_error is not None and "egress policy" in delivery.last_error
+
+
+class _Resolver:
+    """Answers with ``answers`` in turn (the last one again), recording each lookup."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append((host, port))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_a_webhook_name_is_resolved_once_and_the_vetted_address_used(
+    inst: Installation, clock: ManualClock, receiver: Receiver
+) -> None:
+    """No DNS rebinding: one lookup per attempt, the request to the vetted address, with the
+    target's name as Host header."""
+    port = int(receiver.url.rsplit(":", 1)[1].split("/")[0])
+    resolver = _Resolver(["127.0.0.1"], ["10.0.0.1"])
+    store = SqlMonitoringStore(inst.store)
+    target = f"http://hooks.example:{port}/hooks/iotpki"
+    alerter = Alerter(
+        store, clock, targets=[target], secret=SECRET, egress=LOOPBACK, resolver=resolver
+    )
+    alerter.notify(_opened(inst, store, "abc7"))
+    assert alerter.deliver_due() == 1
+    assert resolver.calls == [("hooks.example", port)]
+    assert receiver.received[0][0]["host"] == f"hooks.example:{port}"
+
+
+@pytest.mark.parametrize(
+    "answer", [["169.254.169.254"], ["93.184.215.14", "10.0.0.1"], ["::ffff:127.0.0.1"]]
+)
+def test_a_webhook_name_resolving_inside_is_refused(
+    inst: Installation, clock: ManualClock, answer: list[str]
+) -> None:
+    store = SqlMonitoringStore(inst.store)
+    alerter = Alerter(
+        store,
+        clock,
+        targets=["https://hooks.example/x"],
+        secret=SECRET,
+        resolver=_Resolver(answer),
+    )
+    alerter.notify(_opened(inst, store, "abc8"))
+    assert alerter.deliver_due() == 0
+    [delivery] = store.list_deliveries()
+    assert delivery.last_error is not None and "egress policy" in delivery.last_error
+
+
+@pytest.mark.parametrize(("allow", "delivered"), [((), 0), (("127.0.0.0/8",), 1)])
+def test_the_monitor_takes_the_allow_list_from_settings(
+    tmp_path: Path,
+    clock: ManualClock,
+    receiver: Receiver,
+    allow: tuple[str, ...],
+    delivered: int,
+) -> None:
+    inst = make_installation(
+        tmp_path / "home",
+        clock=clock,
+        egress_allow=list(allow),
+        monitoring={"webhooks": [receiver.url]},
+    )
+    try:
+        alerter = Monitor(inst).alerter
+        alerter.notify(_opened(inst, SqlMonitoringStore(inst.store), "abc9"))
+        assert alerter.deliver_due() == delivered
+        assert len(receiver.received) == delivered
     finally:
         inst.close()

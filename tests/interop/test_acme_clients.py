@@ -112,6 +112,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     inst = make_installation(
         base / "home",
         public_base_url=f"http://127.0.0.1:{http_port}",
+        egress_allow=["127.0.0.0/8"],  # certbot and lego answer challenges on loopback
         acme={
             "http01_port": http01_port,
             "tlsalpn01_port": tlsalpn_port,

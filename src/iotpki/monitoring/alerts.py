@@ -5,6 +5,10 @@ resolves; each webhook delivery and each of its attempts is recorded in the stor
 
 The receiver checks ``X-Iotpki-Signature: sha256=<hex>``, the HMAC-SHA256 of
 ``<X-Iotpki-Timestamp>.<body>`` under the shared secret, and refuses stale timestamps.
+
+Deliveries obey the egress policy (:mod:`iotpki.egress`): the target's name is resolved once
+per attempt, every address vetted, and the request sent to a vetted address with the name as
+Host header and TLS server name; no proxy from the environment, no redirects followed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from iotpki.core.ports import Clock
-from iotpki.errors import ConfigError
+from iotpki.egress import EgressPolicy, Resolver, resolve
+from iotpki.errors import ConfigError, PolicyViolation
 from iotpki.monitoring.records import Delivery, FindingChange
 from iotpki.store.monitoring import SqlMonitoringStore
 
@@ -31,6 +36,7 @@ log = logging.getLogger("iotpki.alerts")
 _BASE_DELAY = timedelta(seconds=30)
 _MAX_DELAY = timedelta(hours=6)
 _TIMEOUT = 10.0
+_PORTS = {"http": 80, "https": 443}
 
 
 def sign_payload(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -74,14 +80,16 @@ class Alerter:
         targets: Sequence[str],
         secret: bytes,
         max_attempts: int = 8,
-        transport: httpx.BaseTransport | None = None,
+        egress: EgressPolicy | None = None,
+        resolver: Resolver = resolve,
     ) -> None:
         self._store = store
         self._clock = clock
         self._targets = [validate_webhook_url(t) for t in targets]
         self._secret = secret
         self._max_attempts = max_attempts
-        self._transport = transport
+        self._egress = egress or EgressPolicy()
+        self._resolve = resolver
 
     def notify(self, changes: Sequence[FindingChange]) -> int:
         """Log and queue alerts for changes not alerted yet; returns how many were new."""
@@ -144,7 +152,7 @@ class Alerter:
         if not due:
             return 0
         delivered = 0
-        with httpx.Client(timeout=_TIMEOUT, transport=self._transport) as client:
+        with httpx.Client(timeout=_TIMEOUT, trust_env=False, follow_redirects=False) as client:
             for delivery in due:
                 delivered += self._attempt(client, delivery)
         return delivered
@@ -157,15 +165,19 @@ class Alerter:
         status: int | None = None
         error: str | None = None
         try:
+            url = httpx.URL(delivery.target)
+            address = self._vetted_address(url)
             response = client.post(
-                delivery.target,
+                url.copy_with(host=address),
                 content=body,
                 headers={
+                    "host": url.netloc.decode("ascii"),
                     "content-type": "application/json",
                     "x-iotpki-timestamp": timestamp,
                     "x-iotpki-signature": sign_payload(self._secret, timestamp, body),
                     "x-iotpki-delivery": str(delivery.id),
                 },
+                extensions={"sni_hostname": url.host},
             )
             status = response.status_code
             if 200 <= status < 300:
@@ -181,6 +193,8 @@ class Alerter:
             error = f"HTTP {status}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:512]
+        except PolicyViolation as exc:
+            error = f"refused by the egress policy: {exc.message}"[:512]
         delay = next_attempt_delay(attempts)
         final = attempts >= self._max_attempts
         log.warning(
@@ -199,6 +213,15 @@ class Alerter:
             next_attempt_at=now + delay,
         )
         return 0
+
+    def _vetted_address(self, url: httpx.URL) -> str:
+        """Resolve the target once and vet every address; the first is the one used."""
+        host = url.host
+        try:
+            addresses = list(self._resolve(host, url.port or _PORTS[url.scheme]))
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        return self._egress.check_all(addresses)[0]
 
 
 def next_attempt_delay(attempts: int) -> timedelta:

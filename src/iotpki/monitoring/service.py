@@ -21,6 +21,7 @@ from iotpki.core.audit import ChainReport, verify_chain
 from iotpki.core.authority import serial_hex
 from iotpki.core.keyquality import KeyBlocklist
 from iotpki.core.policy import operational_profiles
+from iotpki.egress import EgressPolicy
 from iotpki.errors import ConfigError, Conflict, RequestError
 from iotpki.installation import Installation
 from iotpki.jobs import Job, JobRunner
@@ -82,6 +83,7 @@ class Monitor:
             targets=self._webhook_targets(),
             secret=read_secret(inst, "webhook", self.settings.webhook_secret_file),
             max_attempts=self.settings.webhook_max_attempts,
+            egress=EgressPolicy.from_text(inst.settings.egress_allow),
         )
         self._buffer: list[UsageEvent] = []
         self._buffer_lock = threading.Lock()

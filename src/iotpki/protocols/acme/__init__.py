@@ -31,8 +31,9 @@ __all__ = [
 ]
 
 
-def config_from_settings(settings: AcmeSettings) -> AcmeConfig:
-    """The ACME configuration of an installation's settings."""
+def config_from_settings(settings: AcmeSettings, egress_allow: tuple[str, ...] = ()) -> AcmeConfig:
+    """The ACME configuration of an installation's settings; validation reaches internal
+    networks only as far as ``egress_allow`` names them."""
     return AcmeConfig(
         eab_required=settings.eab_required,
         terms_of_service=settings.terms_of_service,
@@ -49,6 +50,7 @@ def config_from_settings(settings: AcmeSettings) -> AcmeConfig:
             dns_resolvers=settings.dns_resolvers,
             resolve_override=settings.resolve_override,
             timeout=settings.validation_timeout,
+            egress_allow=egress_allow,
         ),
         retry_delays=settings.validation_retry_delays,
         validation_deadline=settings.validation_deadline,
@@ -71,7 +73,7 @@ def build_context(
     device-attest-01 trusts ``attestation_roots``, by default the installation's
     (:class:`iotpki.attestation_service.AttestationTrust`).
     """
-    config = config_from_settings(settings.acme)
+    config = config_from_settings(settings.acme, settings.egress_allow)
     return AcmeContext(
         authority,
         store,

@@ -77,9 +77,16 @@ def authenticate(
         raise AcmeProblem("accountDoesNotExist", "no such account")
     key = ctx.account_key(account.account_id, account.jwk)
     jws.verify(signed, key)
-    if account.status != "valid":
-        raise AcmeProblem("unauthorized", f"the account is {account.status}")
+    _require_valid(account)
     return account, key
+
+
+def _require_valid(account: AcmeAccount) -> None:
+    """Section 7.3.6: requests signed with a deactivated account's key get 401 unauthorized."""
+    if account.status != "valid":
+        problem = AcmeProblem("unauthorized", f"the account is {account.status}", status=401)
+        problem.data["acme_account"] = account.account_id  # audited as that account's
+        raise problem
 
 
 def _contacts(value: object) -> tuple[str, ...]:
@@ -110,7 +117,9 @@ def new_account(
     thumbprint = jws.thumbprint(key)
     existing = tx.account_by_thumbprint(thumbprint)
     if existing is not None:
-        # Section 7.3.1: the existing account, whatever else the request says.
+        # Section 7.3.1: the existing account, whatever else the request says; unless it was
+        # deactivated (section 7.3.6), which no request signed with its key may use again.
+        _require_valid(existing)
         return existing
     if payload.get("onlyReturnExisting") is True:
         raise AcmeProblem("accountDoesNotExist", "no account exists for this key")

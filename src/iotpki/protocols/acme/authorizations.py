@@ -12,6 +12,7 @@ from typing import Any
 
 from iotpki.core.acme_ports import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeTransaction
 from iotpki.protocols.acme import jws, messages
+from iotpki.protocols.acme.challenges import CONNECTION_FAILED
 from iotpki.protocols.acme.context import AcmeContext
 from iotpki.protocols.acme.problems import AcmeProblem
 
@@ -205,8 +206,9 @@ async def _attempt(
         )
     except AcmeProblem as exc:
         return exc
-    except (OSError, ValueError) as exc:
-        return AcmeProblem("connection", f"{challenge.type}: {exc}")
+    except (OSError, EOFError, ValueError):
+        # Nothing of what the target did or sent is echoed (it may be an internal service).
+        return AcmeProblem("connection", f"{challenge.type}: {CONNECTION_FAILED}")
     return None
 
 

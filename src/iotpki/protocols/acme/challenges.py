@@ -4,27 +4,35 @@ tls-alpn-01 (RFC 8737), for dns and ip (RFC 8738) identifiers.
 A :class:`Validator` raises an :class:`AcmeProblem` when a challenge fails. The network one is
 :class:`NetworkValidator`; its ports, resolvers and name overrides come from settings so that
 test setups can point validation at 127.0.0.1 as pebble does (off by default).
+
+Every connection obeys the egress policy (:mod:`iotpki.egress`): a name is resolved once,
+each of its addresses vetted, and the connection made to a vetted address with the name as
+Host header or SNI; a test setup on 127.0.0.1 allows it explicitly (``egress_allow``).
+Redirects are not followed: a 3xx is an unexpected response. Errors never echo what the
+target answered (status, body, TLS alerts): it may be an internal service.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import hashlib
 import ipaddress
-import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Protocol
 
 from cryptography import x509
 
 from iotpki.core.acme_ports import Identifier
+from iotpki.egress import AsyncResolver, EgressPolicy, resolve_async
+from iotpki.errors import PolicyViolation
 from iotpki.protocols.acme.jws import b64url_encode
 from iotpki.protocols.acme.problems import AcmeProblem
 
 __all__ = [
     "ACME_TLS_ALPN",
+    "CONNECTION_FAILED",
     "ID_PE_ACME_IDENTIFIER",
     "NetworkValidator",
     "ValidationSettings",
@@ -35,6 +43,9 @@ __all__ = [
 ACME_TLS_ALPN = "acme-tls/1"
 ID_PE_ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")  # RFC 8737 section 3
 _MAX_BODY = 8192
+CONNECTION_FAILED = "connection to the challenge target failed"
+_UNEXPECTED = "unexpected response from the challenge target"
+_REFUSED = "the challenge target's address is not reachable under this server's egress policy"
 
 
 class Validator(Protocol):
@@ -49,13 +60,15 @@ class Validator(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ValidationSettings:
-    """Where validation connects: ports, DNS resolvers and test-only name overrides."""
+    """Where validation connects: ports, DNS resolvers, test-only name overrides and the
+    egress policy every address is vetted against."""
 
     http01_port: int = 80
     tlsalpn01_port: int = 443
     dns_resolvers: tuple[str, ...] = ()
     resolve_override: tuple[tuple[str, str], ...] = ()
     timeout: float = 10.0
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
     @classmethod
     def from_text(
@@ -66,8 +79,10 @@ class ValidationSettings:
         dns_resolvers: tuple[str, ...],
         resolve_override: tuple[str, ...],
         timeout: float,
+        egress_allow: tuple[str, ...] = (),
     ) -> ValidationSettings:
-        """Build from settings text, ``resolve_override`` as ``pattern=address`` entries."""
+        """Build from settings text, ``resolve_override`` as ``pattern=address`` entries and
+        ``egress_allow`` as networks."""
         overrides: list[tuple[str, str]] = []
         for entry in resolve_override:
             pattern, eq, address = entry.partition("=")
@@ -75,7 +90,8 @@ class ValidationSettings:
             if not eq or not pattern.strip():
                 raise ValueError(f"resolve override {entry!r}: use pattern=address")
             overrides.append((pattern.strip().lower(), address.strip()))
-        return cls(http01_port, tlsalpn01_port, dns_resolvers, tuple(overrides), timeout)
+        egress = EgressPolicy.from_text(egress_allow)
+        return cls(http01_port, tlsalpn01_port, dns_resolvers, tuple(overrides), timeout, egress)
 
 
 def dns01_digest(key_authorization: str) -> str:
@@ -96,8 +112,11 @@ def _nameserver(entry: str) -> tuple[str, int]:
 class NetworkValidator:
     """Validates challenges by connecting to the identifier, as RFC 8555 and RFC 8737 say."""
 
-    def __init__(self, settings: ValidationSettings) -> None:
+    def __init__(
+        self, settings: ValidationSettings, resolver: AsyncResolver = resolve_async
+    ) -> None:
         self.settings = settings
+        self._resolve = resolver
 
     async def validate(
         self, challenge_type: str, identifier: Identifier, token: str, key_authorization: str
@@ -117,40 +136,39 @@ class NetworkValidator:
             ) from None
 
     async def _addresses(self, identifier: Identifier, port: int) -> list[str]:
+        """The vetted addresses to connect to: resolved once, every one checked."""
         kind, value = identifier
         if kind == "ip":
-            return [value]
-        for pattern, address in self.settings.resolve_override:
-            if fnmatch.fnmatchcase(value, pattern):
-                return [address]
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(value, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise AcmeProblem("dns", f"cannot resolve {value}: {exc}") from exc
-        addresses: list[str] = []
-        for info in infos:
-            address = str(info[4][0])
-            if address not in addresses:
-                addresses.append(address)
+            addresses = [value]
+        else:
+            overrides = self.settings.resolve_override
+            addresses = [a for p, a in overrides if fnmatchcase(value, p)][:1]
+        if not addresses:
+            try:
+                addresses = list(await self._resolve(value, port))
+            except OSError:
+                raise AcmeProblem("dns", f"cannot resolve {value}") from None
         if not addresses:
             raise AcmeProblem("dns", f"no address for {value}")
-        return addresses
+        try:
+            return self.settings.egress.check_all(addresses)
+        except PolicyViolation:
+            # Not which address nor why: the server's resolver may know internal names.
+            raise AcmeProblem("connection", f"{value}: {_REFUSED}") from None
 
     async def _connect(
         self, identifier: Identifier, port: int, tls: ssl.SSLContext | None, sni: str | None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        last: Exception | None = None
         for address in await self._addresses(identifier, port):
             try:
                 return await asyncio.open_connection(
                     address, port, ssl=tls, server_hostname=sni if tls else None
                 )
-            except ssl.SSLError as exc:
-                raise AcmeProblem("tls", f"TLS with {identifier[1]}:{port} failed: {exc}") from exc
-            except OSError as exc:
-                last = exc
-        raise AcmeProblem("connection", f"cannot connect to {identifier[1]}:{port}: {last}")
+            except ssl.SSLError:
+                raise AcmeProblem("tls", f"TLS with {identifier[1]}:{port} failed") from None
+            except OSError:
+                continue
+        raise AcmeProblem("connection", f"{identifier[1]}:{port}: {CONNECTION_FAILED}")
 
     async def _http01(self, identifier: Identifier, token: str, key_authorization: str) -> None:
         """Section 8.3: GET http://<identifier>/.well-known/acme-challenge/<token>."""
@@ -168,14 +186,14 @@ class NetworkValidator:
                 ).encode()
             )
             status, body = await _read_response(reader)
-        except (OSError, ValueError) as exc:
-            raise AcmeProblem("connection", f"http-01 to {value}: {exc}") from exc
+        except (OSError, EOFError):
+            raise AcmeProblem("connection", f"http-01 to {value}: {CONNECTION_FAILED}") from None
+        except ValueError:
+            raise AcmeProblem("incorrectResponse", f"http-01 to {value}: {_UNEXPECTED}") from None
         finally:
             writer.close()
         if status != 200:
-            raise AcmeProblem(
-                "incorrectResponse", f"http-01: {value} answered HTTP {status}", status=403
-            )
+            raise AcmeProblem("incorrectResponse", f"http-01 to {value}: {_UNEXPECTED}")
         # Section 8.3: the body is the key authorization, trailing whitespace allowed.
         if body.decode("utf-8", "replace").rstrip() != key_authorization:
             raise AcmeProblem("incorrectResponse", f"http-01: wrong key authorization at {value}")
@@ -228,7 +246,11 @@ class NetworkValidator:
             raise AcmeProblem("tls", f"tls-alpn-01: {value} did not negotiate {ACME_TLS_ALPN}")
         if not der:
             raise AcmeProblem("tls", f"tls-alpn-01: {value} sent no certificate")
-        _check_alpn_certificate(x509.load_der_x509_certificate(der), identifier, key_authorization)
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            raise AcmeProblem("incorrectResponse", f"tls-alpn-01: {_UNEXPECTED}") from None
+        _check_alpn_certificate(cert, identifier, key_authorization)
 
 
 def _check_alpn_certificate(
@@ -240,8 +262,8 @@ def _check_alpn_certificate(
         extension = cert.extensions.get_extension_for_oid(ID_PE_ACME_IDENTIFIER)
     except x509.ExtensionNotFound as exc:
         raise AcmeProblem("incorrectResponse", f"tls-alpn-01: certificate lacks {exc}") from None
-    except ValueError as exc:
-        raise AcmeProblem("incorrectResponse", f"tls-alpn-01: bad certificate: {exc}") from exc
+    except ValueError:
+        raise AcmeProblem("incorrectResponse", f"tls-alpn-01: {_UNEXPECTED}") from None
     wanted: x509.GeneralName = (
         x509.IPAddress(ipaddress.ip_address(value)) if kind == "ip" else x509.DNSName(value)
     )

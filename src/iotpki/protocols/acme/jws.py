@@ -7,14 +7,14 @@ Parsing is sans-I/O: :func:`parse` checks the flattened JSON form and the protec
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from jwcrypto import jwk as jose_jwk
 from jwcrypto import jws as jose_jws
@@ -63,16 +63,21 @@ _ENGINES = {alg: cast(_Verifier, JWA.signing_alg(alg)) for alg in ALGORITHMS}
 _MAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 _FIELDS = {"protected", "payload", "signature"}
 _MIN_RSA_BITS = 2048
+_MAX_RSA_BITS = 8192
+_MAX_DEPTH = 32
+_MAX_NONCE = 128
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+_CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1()}
 
 
 def b64url_decode(text: str) -> bytes:
     """Decode unpadded base64url (RFC 7515 section 2), refusing other alphabets and padding."""
-    if not isinstance(text, str) or "=" in text or "+" in text or "/" in text:
+    if not isinstance(text, str) or not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise AcmeProblem("malformed", "not unpadded base64url")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise AcmeProblem("malformed", "not unpadded base64url") from exc
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def b64url_encode(data: bytes) -> str:
@@ -98,13 +103,7 @@ class SignedRequest:
         """The payload as a JSON object (an empty payload is POST-as-GET, section 6.3)."""
         if not self.payload:
             raise AcmeProblem("malformed", "this resource needs a JSON object payload")
-        try:
-            value = json.loads(self.payload)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise AcmeProblem("malformed", "the JWS payload is not JSON") from exc
-        if not isinstance(value, dict):
-            raise AcmeProblem("malformed", "the JWS payload must be a JSON object")
-        return value
+        return json_object(self.payload, "the JWS payload")
 
     @property
     def is_post_as_get(self) -> bool:
@@ -113,14 +112,49 @@ class SignedRequest:
 
 
 def json_object(data: bytes | str, what: str) -> dict[str, Any]:
-    """Parse a JSON object, refusing anything else as ``malformed``."""
+    """Parse a JSON object, refusing anything else as ``malformed``.
+
+    RFC 8259 section 8.1: JSON between systems is UTF-8 (no other encoding, no byte order
+    mark); RFC 7515 section 4: no duplicate member names; nesting is bounded.
+    """
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError:
+        raise AcmeProblem("malformed", f"{what} is not UTF-8 JSON") from None
+    if text.startswith("\ufeff"):
+        raise AcmeProblem("malformed", f"{what} is not UTF-8 JSON (byte order mark)")
+    if _depth_exceeds(text, _MAX_DEPTH):
+        raise AcmeProblem("malformed", f"{what} nests deeper than {_MAX_DEPTH} levels")
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_members, parse_constant=_no_constant)
+    except ValueError as exc:
         raise AcmeProblem("malformed", f"{what} is not JSON") from exc
     if not isinstance(value, dict):
         raise AcmeProblem("malformed", f"{what} must be a JSON object")
     return value
+
+
+def _depth_exceeds(text: str, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than ``limit`` (brackets inside strings aside)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate member names")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def parse_header(protected: str) -> dict[str, Any]:
@@ -159,6 +193,9 @@ def parse(body: bytes | dict[str, Any], *, inner: bool = False) -> SignedRequest
             raise AcmeProblem("malformed", "the inner JWS of a key change carries no nonce")
     elif not isinstance(nonce, str) or not nonce:
         raise AcmeProblem("badNonce", "the protected header needs a nonce (section 6.5)")
+    elif len(nonce) > _MAX_NONCE or not _B64URL.fullmatch(nonce):
+        # Section 6.5.1: a nonce is a short base64url string; this server never issued it.
+        raise AcmeProblem("badNonce", "the nonce is not one this server issues")
     kid, key = header.get("kid"), header.get("jwk")
     if (kid is None) == (key is None):
         raise AcmeProblem("malformed", "the protected header needs exactly one of jwk and kid")
@@ -182,31 +219,73 @@ def parse(body: bytes | dict[str, Any], *, inner: bool = False) -> SignedRequest
 
 
 def public_key(jwk: dict[str, Any], alg: str | None = None) -> jose_jwk.JWK:
-    """A public account key from a JWK, refusing private members and weak or mismatched keys."""
-    if any(member in jwk for member in ("d", "p", "q", "dp", "dq", "qi", "k")):
+    """A public account key from a JWK, refusing private members and weak or mismatched keys.
+
+    The whole key is decoded here, once: every member the server reads is checked and the
+    key built with cryptography (which refuses off-curve points), so nothing fails later.
+    """
+    if not isinstance(jwk, dict):
+        raise AcmeProblem("malformed", "a JWK is a JSON object")
+    if any(member in jwk for member in _PRIVATE_MEMBERS):
         raise AcmeProblem("badPublicKey", "the JWK must be a public key")
-    try:
-        key = jose_jwk.JWK(**jwk)
-    except (JWException, ValueError, TypeError) as exc:
-        raise AcmeProblem("badPublicKey", f"the JWK does not parse: {exc}") from exc
     kty, crv = jwk.get("kty"), jwk.get("crv")
-    fits = [
-        a for a, (want_kty, want_crv) in ALGORITHMS.items() if (kty, crv) == (want_kty, want_crv)
-    ]
     if kty == "RSA":
         fits = ["RS256"]
-        rsa_key = spki_key(key)
-        if not isinstance(rsa_key, rsa.RSAPublicKey) or rsa_key.key_size < _MIN_RSA_BITS:
-            raise AcmeProblem("badPublicKey", f"RSA account keys need {_MIN_RSA_BITS} bits")
-    if not fits:
-        raise AcmeProblem("badPublicKey", f"unsupported account key type {kty}/{crv}")
+        key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+        key = _rsa_key(jwk)
+    elif kty == "EC" and crv in _CURVES:
+        fits = [a for a, (want_kty, want_crv) in ALGORITHMS.items() if want_crv == crv]
+        key = _ec_key(jwk, str(crv))
+    elif kty == "OKP" and crv == "Ed25519":
+        fits = ["EdDSA"]
+        key = ed25519.Ed25519PublicKey.from_public_bytes(_member(jwk, "x", 32, 32))
+    else:
+        raise AcmeProblem("badPublicKey", f"unsupported account key type {kty!r}/{crv!r}"[:120])
     if alg is not None and alg not in fits:
         raise AcmeProblem(
             "badSignatureAlgorithm",
             f"algorithm {alg} does not fit a {kty} key",
             extra={"algorithms": fits},
         )
-    return key
+    return jose_jwk.JWK.from_pyca(key)
+
+
+def _member(jwk: dict[str, Any], name: str, least: int, most: int) -> bytes:
+    """A base64url member of a JWK of ``least`` to ``most`` octets (RFC 7518 section 6)."""
+    value = jwk.get(name)
+    if not isinstance(value, str):
+        raise AcmeProblem("malformed", f"the JWK member {name} must be a base64url string")
+    raw = b64url_decode(value)
+    if not least <= len(raw) <= most:
+        raise AcmeProblem("badPublicKey", f"the JWK member {name} has the wrong size")
+    return raw
+
+
+def _rsa_key(jwk: dict[str, Any]) -> rsa.RSAPublicKey:
+    """RFC 7518 section 6.3.1: an odd modulus of 2048 to 8192 bits, an odd exponent
+    in [3, 2^256) (the bounds of NIST SP 800-56B section 6.2.1)."""
+    n = int.from_bytes(_member(jwk, "n", 1, _MAX_RSA_BITS // 8), "big")
+    e = int.from_bytes(_member(jwk, "e", 1, 32), "big")
+    if n.bit_length() < _MIN_RSA_BITS:
+        raise AcmeProblem("badPublicKey", f"RSA account keys need {_MIN_RSA_BITS} bits")
+    if n % 2 == 0 or e < 3 or e % 2 == 0:
+        raise AcmeProblem("badPublicKey", "the RSA modulus and exponent must be odd, e >= 3")
+    try:
+        return rsa.RSAPublicNumbers(e, n).public_key()
+    except ValueError as exc:
+        raise AcmeProblem("badPublicKey", "not a usable RSA public key") from exc
+
+
+def _ec_key(jwk: dict[str, Any], crv: str) -> ec.EllipticCurvePublicKey:
+    """RFC 7518 section 6.2.1: x and y of the curve's full size, a point on the curve."""
+    curve = _CURVES[crv]
+    size = (curve.key_size + 7) // 8
+    x = int.from_bytes(_member(jwk, "x", size, size), "big")
+    y = int.from_bytes(_member(jwk, "y", size, size), "big")
+    try:
+        return ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
+    except ValueError as exc:
+        raise AcmeProblem("badPublicKey", f"the point is not on {crv}") from exc
 
 
 def spki_key(key: jose_jwk.JWK) -> PublicKeyTypes:

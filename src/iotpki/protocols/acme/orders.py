@@ -26,7 +26,7 @@ from iotpki.core.authority import serial_hex
 from iotpki.core.encoding import pem
 from iotpki.core.models import CAStatus, CertificateRecord, CertStatus
 from iotpki.core.ports import StoreTransaction
-from iotpki.errors import Conflict, IotpkiError
+from iotpki.errors import Conflict, IotpkiError, PolicyViolation
 from iotpki.protocols.acme import device_attest, eab, jws, messages
 from iotpki.protocols.acme.context import AcmeContext, new_id
 from iotpki.protocols.acme.problems import AcmeProblem, from_error
@@ -118,6 +118,7 @@ def new_order(
     that stores it."""
     payload = signed.json_payload()
     identifiers = messages.parse_identifiers(payload.get("identifiers"))
+    _check_reachable(ctx, identifiers)
     if payload.get("notBefore") is not None or payload.get("notAfter") is not None:
         raise AcmeProblem(
             "malformed", "notBefore and notAfter are not supported: the profile sets lifetimes"
@@ -191,6 +192,28 @@ def new_order(
         return messages.order_json(order, base, [a.authz_id for a in authorizations])
 
     return order, store
+
+
+def _check_reachable(ctx: AcmeContext, identifiers: list[Identifier]) -> None:
+    """Refuse identifiers validation could only reach through an internal address (loopback,
+    private, link-local, metadata...: :mod:`iotpki.egress`) unless the policy allows it."""
+    egress = ctx.config.validation.egress
+    refused: list[dict[str, Any]] = []
+    for kind, value in identifiers:
+        try:
+            if kind == "ip":
+                egress.check(value)
+            elif kind == "dns":
+                egress.check_name(value)
+        except PolicyViolation as exc:
+            problem = AcmeProblem("rejectedIdentifier", f"{kind}:{value}: {exc.message}")
+            refused.append({**problem.document(), "identifier": {"type": kind, "value": value}})
+    if len(refused) == 1:
+        raise AcmeProblem("rejectedIdentifier", refused[0]["detail"])
+    if refused:
+        raise AcmeProblem(
+            "rejectedIdentifier", "several identifiers are refused", subproblems=refused
+        )
 
 
 def _rate_limit(ctx: AcmeContext, account: AcmeAccount, identifiers: list[Identifier]) -> None:

@@ -19,7 +19,8 @@ from typing import Any, Literal
 from jwcrypto import jwk as jose_jwk
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, request_response
+from starlette.types import Receive, Scope, Send
 
 from iotpki.core.acme_ports import (
     AcmeAccount,
@@ -47,9 +48,11 @@ __all__ = ["acme_routes"]
 log = logging.getLogger(__name__)
 
 _PREFIX = "/acme"
-_BODY_LIMIT = 64 * 1024
+# Large enough that an oversized field (a 100 KB nonce) gets its own problem (section 6.5).
+_BODY_LIMIT = 256 * 1024
 _JOSE = "application/jose+json"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_READ = ("GET", "HEAD")
 
 
 @dataclass
@@ -171,12 +174,7 @@ class AcmeEndpoint:
             try:
                 await self._resume()
                 if request.method != "POST":
-                    raise AcmeProblem(
-                        "malformed",
-                        "ACME resources are read with POST-as-GET (section 6.3)",
-                        status=405,
-                        headers={"Allow": "POST"},
-                    )
+                    raise _not_allowed(request, ("POST",), "read with POST-as-GET (section 6.3)")
                 content_type = request.headers.get("content-type", "").split(";")[0].strip()
                 if content_type != _JOSE:
                     raise AcmeProblem("malformed", f"Content-Type must be {_JOSE}", status=415)
@@ -242,6 +240,8 @@ class AcmeEndpoint:
 
     async def directory(self, request: Request) -> Response:
         """Section 7.1.1 (and RFC 9773 section 3: renewalInfo)."""
+        if request.method not in _READ:
+            return await self._problem(request, _not_allowed(request, _READ), None)
         await self._resume()
         base = self.base(request)
         meta: dict[str, Any] = {"externalAccountRequired": self.ctx.config.eab_required}
@@ -264,12 +264,16 @@ class AcmeEndpoint:
 
     async def new_nonce(self, request: Request) -> Response:
         """Section 7.2: HEAD answers 200, GET 204, both with a fresh nonce."""
+        if request.method not in _READ:
+            return await self._problem(request, _not_allowed(request, _READ), None)
         status = 200 if request.method == "HEAD" else 204
         return Response(status_code=status, headers=self._headers(self.base(request)))
 
     async def renewal_info(self, request: Request) -> Response:
         """RFC 9773 section 4.2: GET renewalInfo/<CertID>, no authentication."""
         try:
+            if request.method not in _READ:
+                raise _not_allowed(request, _READ)
             body, retry_after = await self.ctx.run(
                 renewal.renewal_info, self.ctx, request.path_params["cert_id"]
             )
@@ -400,18 +404,44 @@ class AcmeEndpoint:
         return run
 
 
+def _not_allowed(request: Request, allowed: tuple[str, ...], why: str = "") -> AcmeProblem:
+    """RFC 9110 section 15.5.6: 405 with ``Allow``, here as a problem document."""
+    detail = f"{request.method[:16]!r} is not allowed here; use {', '.join(allowed)}"
+    return AcmeProblem(
+        "malformed",
+        f"{detail}: {why}" if why else detail,
+        status=405,
+        headers={"Allow": ", ".join(allowed)},
+    )
+
+
 def _account_of(exc: IotpkiError, owner: list[str]) -> str | None:
     value = exc.data.get("acme_account")
     return value if isinstance(value, str) else (owner[0] if owner else None)
 
 
+class _EveryMethod:
+    """An endpoint as an ASGI app, so that the router hands it every method."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self._app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+def _route(path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Route:
+    return Route(f"{_PREFIX}{path}", _EveryMethod(endpoint))
+
+
 def acme_routes(ctx: AcmeContext) -> list[BaseRoute]:
     """The ACME routes, to mount at the HTTPS listener's root."""
     e = AcmeEndpoint(ctx)
-    any_method = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+    # Every method reaches the endpoints, which answer the ones they do not take with a
+    # problem document (TRACE and unknown methods too), never the router's text/plain 405.
 
     def post(path: str, handler: Handler, **options: Any) -> Route:
-        return Route(f"{_PREFIX}{path}", e.signed(handler, **options), methods=any_method)
+        return _route(path, e.signed(handler, **options))
 
     return [
         # The resources of every order first: routes are tried in this order.
@@ -421,14 +451,14 @@ def acme_routes(ctx: AcmeContext) -> list[BaseRoute]:
         post("/order/{order_id}/finalize", e.finalize),
         post("/cert/{order_id}", e.certificate),
         post("/order/{order_id}", e.order),
-        Route(f"{_PREFIX}/new-nonce", e.new_nonce, methods=["GET", "HEAD"]),
-        Route(f"{_PREFIX}/directory", e.directory, methods=["GET"]),
-        Route(f"{_PREFIX}/renewal-info/{{cert_id}}", e.renewal_info, methods=["GET"]),
+        _route("/new-nonce", e.new_nonce),
+        _route("/directory", e.directory),
+        _route("/renewal-info/{cert_id}", e.renewal_info),
         post("/new-account", e.new_account, jwk="required"),
         post("/acct/{account_id}", e.account),
         post("/acct/{account_id}/orders", e.account_orders),
         post("/key-change", e.key_change),
         post("/cert/{order_id}/{alternate}", e.certificate),
         post("/revoke-cert", e.revoke, jwk="allowed"),
-        Route(f"{_PREFIX}/{{rest:path}}", e.unknown, methods=any_method),
+        _route("/{rest:path}", e.unknown),
     ]
