@@ -19,7 +19,8 @@ from starlette.routing import BaseRoute, Route
 from iotpki.api.openapi import openapi_document
 from iotpki.core import access
 from iotpki.core.authority import Authority
-from iotpki.core.encoding import load_csr, pem
+from iotpki.core.csr import load_csr
+from iotpki.core.encoding import pem
 from iotpki.core.models import (
     ApiTokenRecord,
     CARecord,

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from iotpki.cli.context import console, installation
 from iotpki.core.access import create_token
-from iotpki.core.encoding import load_certificate, load_csr, pem
+from iotpki.core.csr import load_csr
+from iotpki.core.encoding import load_certificate, pem
 from iotpki.core.models import CAKind, KeyAlgorithm, Role
 from iotpki.core.policy import parse_duration
 from iotpki.errors import ConfigError

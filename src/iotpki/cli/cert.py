@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from iotpki.cli.context import console, installation
-from iotpki.core.encoding import load_csr, pem
+from iotpki.core.csr import load_csr
+from iotpki.core.encoding import pem
 from iotpki.core.models import CertificateQuery, CertStatus, RevocationReason
 from iotpki.core.policy import parse_duration
 from iotpki.errors import ConfigError, RequestError

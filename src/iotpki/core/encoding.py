@@ -1,4 +1,4 @@
-"""Parsing and encoding of certificates and CSRs as PEM or DER."""
+"""Parsing and encoding of certificates as PEM or DER (CSRs: :mod:`iotpki.core.csr`)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,7 @@ from cryptography.hazmat.primitives import serialization
 
 from iotpki.errors import MalformedInput
 
-__all__ = ["load_certificate", "load_certificates", "load_csr", "pem"]
-
-
-def load_csr(data: bytes) -> x509.CertificateSigningRequest:
-    """A CSR from PEM or DER bytes."""
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_csr(data)
-        return x509.load_der_x509_csr(data)
-    except ValueError as exc:
-        raise MalformedInput(f"not a PKCS#10 certificate request: {exc}") from exc
+__all__ = ["load_certificate", "load_certificates", "pem"]
 
 
 def load_certificate(data: bytes) -> x509.Certificate:

@@ -17,12 +17,12 @@ from datetime import timedelta
 from asn1crypto import cms
 from asn1crypto import crl as asn1_crl
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AttributeOID
 
 from iotpki.core.authority import serial_hex
+from iotpki.core.csr import decode_csr
 from iotpki.core.keytypes import key_fingerprint
 from iotpki.core.models import CAKind, CAStatus
 from iotpki.core.scep import RegistrationAuthority, ScepResult, ScepService
@@ -307,16 +307,7 @@ class ScepResponder:
         return result, envelope.encrypt(certs, message.signer, cipher)
 
     def _enroll(self, message: PkiMessage, content: bytes, ca: str, actor: str) -> ScepResult:
-        try:
-            csr = x509.load_der_x509_csr(content)
-            csr.public_key()
-            valid = csr.is_signature_valid
-        except (ValueError, UnsupportedAlgorithm):
-            raise ScepFailure(
-                "the envelope holds no usable PKCS#10 request", FailInfo.BAD_REQUEST
-            ) from None
-        if not valid:
-            raise ScepFailure("the CSR's signature does not verify", FailInfo.BAD_MESSAGE_CHECK)
+        csr = decode_csr(content)  # BadCSR: badRequest; BadSignature: badMessageCheck
         password = _challenge_password(csr)
         signer = message.signer
         self_signed = signer.issuer == signer.subject and _same_key(signer, csr)
