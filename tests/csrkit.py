@@ -12,10 +12,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 __all__ = [
     "CN",
     "HOSTILE",
+    "KEY",
     "SAN",
     "atv",
     "build_csr",
     "good_csr_der",
+    "resign",
     "rsa_spki",
     "tlv",
 ]
@@ -30,7 +32,8 @@ _RSA_ENCRYPTION = bytes.fromhex("2a864886f70d010101")
 _EC_PUBLIC_KEY = bytes.fromhex("2a8648ce3d0201")
 _P256 = bytes.fromhex("2a8648ce3d030107")
 
-_KEY = ec.generate_private_key(ec.SECP256R1())
+KEY = ec.generate_private_key(ec.SECP256R1())
+"""The key every CSR here is signed with."""
 
 
 def tlv(tag: int, content: bytes) -> bytes:
@@ -56,7 +59,7 @@ def _extension(oid: bytes, value: bytes) -> bytes:
 
 
 def _spki() -> bytes:
-    return _KEY.public_key().public_bytes(
+    return KEY.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
@@ -93,7 +96,12 @@ def build_csr(
             tlv(0x30, tlv(0x06, _EXTENSION_REQUEST) + tlv(0x31, tlv(0x30, b"".join(extensions))))
         )
     info = tlv(0x30, version + subject + (spki or _spki()) + tlv(0xA0, b"".join(attrs)))
-    signature = _KEY.sign(info, ec.ECDSA(hashes.SHA256()))
+    return resign(info)
+
+
+def resign(info: bytes) -> bytes:
+    """A CSR (DER) around any request-info bytes, validly signed over exactly those bytes."""
+    signature = KEY.sign(info, ec.ECDSA(hashes.SHA256()))
     algorithm = tlv(0x30, tlv(0x06, _ECDSA_SHA256))
     return tlv(0x30, info + algorithm + tlv(0x03, b"\x00" + signature))
 
@@ -139,6 +147,7 @@ def _hostile() -> dict[str, bytes]:
         "long-form-length": _long_form(good),
         "long-form-inner-length": build_csr(version=b"\x02\x81\x01\x00"),
         "long-form-tag": build_csr(version=b"\x1f\x02\x01\x00"),
+        "version-2": build_csr(version=b"\x02\x01\x01"),
         "truncated": good[:-7],
         "trailing-garbage": good + b"\x00\x00",
         "not-der": b"hello, CA",

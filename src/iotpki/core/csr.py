@@ -59,7 +59,7 @@ def _complete(
 ) -> x509.CertificateSigningRequest:
     try:
         csr = load(data)
-    except ValueError as exc:
+    except (*_PARSE_ERRORS, x509.InvalidVersion) as exc:
         raise BadCSR(f"not a PKCS#10 certificate request: {exc}", reason="encoding") from exc
     _read_through(csr)
     return csr

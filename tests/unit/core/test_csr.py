@@ -41,6 +41,7 @@ CASES = [
     ("long-form-length", "encoding", "InvalidLength"),
     ("long-form-inner-length", "encoding", "InvalidLength"),
     ("long-form-tag", "encoding", "InvalidTag"),
+    ("version-2", "encoding", "not a valid CSR version"),
     ("truncated", "encoding", "ShortData"),
     ("trailing-garbage", "encoding", "ExtraData"),
     ("not-der", "encoding", "not a PKCS#10"),
