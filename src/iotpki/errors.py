@@ -8,6 +8,7 @@ status) in one place::
      +-- ConfigError              settings or installation state are unusable (503)
      +-- RequestError             the caller asked for something invalid (400)
      |    +-- MalformedInput      bytes that do not parse (PEM, DER, base64, JSON)
+     |    |    +-- BadCSR         a PKCS#10 request with a field that does not parse
      |    +-- BadSignature        a CSR or message whose signature does not verify
      |    +-- PolicyViolation     well-formed but refused by a profile's policy
      |         +-- KeyRejected    key type, size, curve, reuse or compromise
@@ -30,6 +31,7 @@ __all__ = [
     "AuditChainBroken",
     "AuthError",
     "BackendError",
+    "BadCSR",
     "BadSignature",
     "ConfigError",
     "Conflict",
@@ -81,6 +83,14 @@ class MalformedInput(RequestError):
     """Input that does not parse: PEM, DER, base64, JSON."""
 
     code = "malformed"
+
+
+class BadCSR(MalformedInput):
+    """A PKCS#10 request that does not parse completely; ``reason`` names the field."""
+
+    def __init__(self, message: str, *, reason: str, **data: object) -> None:
+        super().__init__(message, reason=reason, **data)
+        self.reason = reason
 
 
 class BadSignature(RequestError):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -28,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from iotpki.api.jsonbody import load_object
 from iotpki.attestation_service import AkcaService
 from iotpki.core.attestation import ek_permanent_identifier
 from iotpki.core.authority import Authority
@@ -88,13 +88,7 @@ async def _json(request: Request) -> dict[str, Any]:
         body = await read_body(request, _BODY_LIMIT)
     except BodyTooLarge as exc:
         raise _status(RequestError(exc.message), 413) from exc
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedInput("body is not JSON") from exc
-    if not isinstance(data, dict):
-        raise MalformedInput("body must be a JSON object")
-    return data
+    return load_object(body)
 
 
 class AkcaEndpoint:

@@ -6,7 +6,6 @@ as actor, reads and refusals by this module.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,10 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from iotpki.api.jsonbody import load_object
 from iotpki.api.openapi import openapi_document
 from iotpki.core import access
 from iotpki.core.authority import Authority
-from iotpki.core.encoding import load_csr, pem
+from iotpki.core.csr import load_csr
+from iotpki.core.encoding import pem
 from iotpki.core.models import (
     ApiTokenRecord,
     CARecord,
@@ -30,7 +31,7 @@ from iotpki.core.models import (
     Role,
 )
 from iotpki.core.policy import parse_duration
-from iotpki.errors import AuthError, ConfigError, IotpkiError, MalformedInput, RequestError
+from iotpki.errors import AuthError, ConfigError, IotpkiError, RequestError
 from iotpki.protocols.access import client_address
 from iotpki.protocols.http import read_body
 
@@ -102,14 +103,7 @@ def _token_json(record: ApiTokenRecord) -> dict[str, Any]:
 async def _json_body(request: Request, limit: int = _BODY_LIMIT) -> dict[str, Any]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise RequestError("expected Content-Type: application/json")
-    body = await read_body(request, limit)
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedInput(f"body is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MalformedInput("body must be a JSON object")
-    return data
+    return load_object(await read_body(request, limit))
 
 
 def _str_field(data: dict[str, Any], name: str, *, required: bool = False) -> str | None:

@@ -22,7 +22,8 @@ from iotpki.cli.tables import (
 )
 from iotpki.core.access import create_token
 from iotpki.core.authority import serial_hex
-from iotpki.core.encoding import load_certificate, load_csr, pem
+from iotpki.core.csr import load_csr
+from iotpki.core.encoding import load_certificate, pem
 from iotpki.core.models import CAKind, CARecord, KeyAlgorithm, Role
 from iotpki.core.policy import parse_duration
 from iotpki.errors import ConfigError

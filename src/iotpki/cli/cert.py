@@ -21,7 +21,8 @@ from iotpki.cli.tables import (
     short_subject,
     short_time,
 )
-from iotpki.core.encoding import load_csr, pem
+from iotpki.core.csr import load_csr
+from iotpki.core.encoding import pem
 from iotpki.core.models import CertificateQuery, CertificateRecord, CertStatus, RevocationReason
 from iotpki.core.policy import parse_duration
 from iotpki.errors import RequestError

@@ -1,4 +1,4 @@
-"""Parsing and encoding of certificates and CSRs as PEM or DER."""
+"""Parsing and encoding of certificates as PEM or DER (CSRs: :mod:`iotpki.core.csr`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 
 from iotpki.errors import MalformedInput
 
-__all__ = ["load_certificate", "load_certificates", "load_csr", "parse_serial", "pem"]
+__all__ = ["load_certificate", "load_certificates", "parse_error_reason", "parse_serial", "pem"]
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -27,7 +27,7 @@ _REASONS = (
 )
 
 
-def _reason(data: bytes, exc: ValueError) -> str:
+def parse_error_reason(data: bytes, exc: Exception) -> str:
     """Why ``data`` did not parse, in plain words."""
     if not data.strip():
         return "the input is empty"
@@ -36,18 +36,6 @@ def _reason(data: bytes, exc: ValueError) -> str:
         if marker in text:
             return reason
     return "a field holds a value that is not allowed"
-
-
-def load_csr(data: bytes) -> x509.CertificateSigningRequest:
-    """A CSR from PEM or DER bytes."""
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_csr(data)
-        return x509.load_der_x509_csr(data)
-    except ValueError as exc:
-        raise MalformedInput(
-            f"not a valid certificate signing request (PEM or DER): {_reason(data, exc)}"
-        ) from exc
 
 
 def load_certificate(data: bytes) -> x509.Certificate:
@@ -64,7 +52,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
             certs = [x509.load_der_x509_certificate(data)]
     except ValueError as exc:
         raise MalformedInput(
-            f"not a valid X.509 certificate (PEM or DER): {_reason(data, exc)}"
+            f"not a valid X.509 certificate (PEM or DER): {parse_error_reason(data, exc)}"
         ) from exc
     return certs
 

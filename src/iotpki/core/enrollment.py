@@ -52,7 +52,6 @@ from iotpki.core.models import (
 from iotpki.core.ports import StoreTransaction
 from iotpki.errors import (
     AuthError,
-    BadSignature,
     Conflict,
     Forbidden,
     IotpkiError,
@@ -530,15 +529,14 @@ class Enrollment:
         """Issue a device certificate, or wait for approval when the credential asks for it.
 
         With ``server_key`` (RFC 7030 section 4.4) a new key is made here for the CSR's
-        identity; the result is the certificate and that key.
+        identity; the result is the certificate and that key. ``csr`` is as
+        :func:`iotpki.core.csr.decode_csr` returns it: read through, its signature verified.
         """
         actor = enrollee.actor
         with self._audited(actor, "est.enroll", enrollee.device_id):
             if enrollee.profile is not None and profile not in (None, enrollee.profile):
                 raise Forbidden(f"this credential enrolls for profile {enrollee.profile} only")
             chosen = self._device_profile(profile or enrollee.profile or "device")
-            if not csr.is_signature_valid:
-                raise BadSignature("the CSR's signature does not verify")
             approval: ApprovalRecord | None = None
             if enrollee.approval:
                 gate = self._approval_gate(enrollee, csr, chosen, ca)
@@ -625,8 +623,6 @@ class Enrollment:
         """RFC 7030 section 4.2.2: a new certificate for the same identity (a new key: rekey)."""
         actor = f"est:reenroll:{current.device_id}"
         with self._audited(actor, "est.reenroll", current.serial):
-            if not csr.is_signature_valid:
-                raise BadSignature("the CSR's signature does not verify")
             return self.authority.renew(current.serial, ca=current.ca_name, csr=csr, actor=actor)
 
 

@@ -9,6 +9,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from iotpki.core.authority import Authority
+from iotpki.core.policy import is_valid_name
 from iotpki.errors import NotFound
 from iotpki.protocols.access import log_access
 
@@ -20,6 +21,8 @@ def routes(authority: Authority) -> list[BaseRoute]:
 
     async def ca_certificate(request: Request) -> Response:
         name = request.path_params["name"]
+        if not is_valid_name(name):  # CA names are short slugs: anything else is not looked up
+            return PlainTextResponse("no such CA", status_code=404)
         log_access(request, "ca.certificate")
         try:
             ca = await run_in_threadpool(authority.get_ca, name)

@@ -23,6 +23,7 @@ from iotpki.core.acme_ports import (
     Identifier,
 )
 from iotpki.core.authority import serial_hex
+from iotpki.core.csr import decode_csr
 from iotpki.core.encoding import pem
 from iotpki.core.models import CAStatus, CertificateRecord, CertStatus
 from iotpki.core.ports import StoreTransaction
@@ -282,9 +283,9 @@ def finalize(
     if not isinstance(csr_text, str):
         raise AcmeProblem("malformed", "finalize needs a csr (base64url DER)")
     try:
-        csr = x509.load_der_x509_csr(jws.b64url_decode(csr_text))
-    except (ValueError, AcmeProblem) as exc:
-        raise AcmeProblem("badCSR", "the CSR does not parse") from exc
+        csr = decode_csr(jws.b64url_decode(csr_text))
+    except (IotpkiError, AcmeProblem) as exc:
+        raise AcmeProblem("badCSR", f"the CSR does not parse: {exc}") from exc
     device = _check_csr_names(order, csr)
     attestation = device_attest.finalize_attestation(tx, order, csr)
     authz_ids = [a.authz_id for a in tx.order_authorizations(order_id)]

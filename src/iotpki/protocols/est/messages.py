@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from iotpki.core.csr import decode_csr
 from iotpki.errors import MalformedInput, RequestError
 
 __all__ = [
@@ -97,14 +98,11 @@ def _media_type(content_type: str | None) -> str:
 
 
 def parse_csr(body: bytes, content_type: str | None) -> x509.CertificateSigningRequest:
-    """RFC 7030 section 4.2.1: a base64 PKCS#10 request with Content-Type application/pkcs10."""
+    """RFC 7030 section 4.2.1: a base64 PKCS#10 request with Content-Type application/pkcs10,
+    read completely and its signature verified (:func:`iotpki.core.csr.decode_csr`)."""
     if _media_type(content_type) != PKCS10:
         raise UnsupportedMediaType(f"expected Content-Type: {PKCS10}")
-    der = decode_b64(body)
-    try:
-        return x509.load_der_x509_csr(der)
-    except ValueError as exc:
-        raise MalformedInput(f"not a PKCS#10 certificate request: {exc}") from exc
+    return decode_csr(decode_b64(body))
 
 
 def _tlv(tag: int, content: bytes) -> bytes:

@@ -16,6 +16,8 @@ from iotpki.errors import MalformedInput
 __all__ = ["OcspRequest", "decode_get_path", "parse_request"]
 
 _OID_NONCE = x509.ObjectIdentifier("1.3.6.1.5.5.7.48.1.2")
+# RFC 5280 section 4.1.2.2: a serial number is positive and at most 20 octets.
+_MAX_SERIAL = 1 << (8 * 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,8 @@ def _nonce(extensions: x509.Extensions) -> bytes | None:
 def _checked(request: OcspRequest, max_certs: int, max_nonce: int) -> OcspRequest:
     if not request.cert_ids:
         raise MalformedInput("the OCSP request names no certificate")
+    if any(not 0 <= c.serial < _MAX_SERIAL for c in request.cert_ids):
+        raise MalformedInput("a CertID serial number is negative or longer than 20 octets")
     if len(request.cert_ids) > max_certs:
         raise MalformedInput(
             f"the OCSP request names {len(request.cert_ids)} certificates, at most {max_certs}",
@@ -121,7 +125,11 @@ def _parse_multi(der: bytes, *, max_certs: int, max_nonce: int) -> OcspRequest:
                 )
             )
         nonce: bytes | None = None
-        for extension in tbs["request_extensions"] or []:
+        extensions = tbs["request_extensions"] or []
+        oids = [extension["extn_id"].dotted for extension in extensions]
+        if len(set(oids)) != len(oids):
+            raise MalformedInput("the OCSP request repeats an extension")
+        for extension in extensions:
             if extension["extn_id"].dotted == _OID_NONCE.dotted_string:
                 nonce = bytes(extension["extn_value"].parsed.native)
     except MalformedInput:

@@ -20,8 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iotpki.core.authority import Authority
 from iotpki.core.responder import CachedResponse, CacheKey, OcspResponder, UnknownIssuer
-from iotpki.core.revocation import OCSP_STATUS_MALFORMED, OCSP_STATUS_UNAUTHORIZED, ocsp_error
-from iotpki.errors import IotpkiError, MalformedInput
+from iotpki.core.revocation import (
+    OCSP_STATUS_MALFORMED,
+    OCSP_STATUS_TRY_LATER,
+    OCSP_STATUS_UNAUTHORIZED,
+    ocsp_error,
+)
+from iotpki.errors import BackendError, IotpkiError, MalformedInput
 from iotpki.protocols.http import BodyTooLarge, read_body
 from iotpki.protocols.ocsp.messages import decode_get_path, parse_request
 
@@ -87,6 +92,10 @@ class OcspEndpoint:
             return self.refuse(exc, OCSP_STATUS_UNAUTHORIZED, peer)
         except MalformedInput as exc:
             return self.refuse(exc, OCSP_STATUS_MALFORMED, peer)
+        except BackendError as exc:
+            # RFC 6960 section 4.2.1: tryLater when the responder cannot answer for now.
+            log.warning("OCSP answer failed: %s", exc.message)
+            return Response(ocsp_error(OCSP_STATUS_TRY_LATER), media_type=MEDIA_TYPE)
 
     def refuse(self, exc: IotpkiError, status: int, peer: str) -> Response:
         """An OCSP error response, audited per source (RFC 6960 section 2.3)."""

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AttributeOID
 
 from iotpki.core.authority import serial_hex
-from iotpki.core.encoding import load_csr
+from iotpki.core.csr import decode_csr
 from iotpki.core.keytypes import key_fingerprint
 from iotpki.core.models import CAKind, CAStatus
 from iotpki.core.scep import RegistrationAuthority, ScepResult, ScepService
@@ -38,7 +38,6 @@ from iotpki.errors import (
 from iotpki.protocols.access import access_log
 from iotpki.protocols.scep import envelope
 from iotpki.protocols.scep.messages import (
-    DECODE_ERRORS,
     FailInfo,
     MessageType,
     PkiMessage,
@@ -62,7 +61,6 @@ _SIGNING_TIME_TOLERANCE = timedelta(hours=1)
 _CA_CACHE_SECONDS = 30.0
 _NONCES_KEPT = 100_000
 _DER = serialization.Encoding.DER
-_CSR_ERRORS: tuple[type[Exception], ...] = (MalformedInput, *DECODE_ERRORS)
 _REQUESTS = frozenset(int(m) for m in MessageType) - {int(MessageType.CERT_REP)}
 
 
@@ -86,27 +84,13 @@ def _fail_info(exc: IotpkiError) -> FailInfo:
     return FailInfo.BAD_REQUEST
 
 
-def _read_csr(content: bytes) -> tuple[x509.CertificateSigningRequest, str | None]:
-    """The envelope's PKCS#10 request, every field issuance reads decoded here (cryptography
-    decodes lazily), and its challengePassword."""
-    if content.lstrip().startswith(b"-----BEGIN"):  # load_csr reads PEM too; SCEP is DER
-        raise ScepFailure("the envelope holds no DER PKCS#10 request", FailInfo.BAD_REQUEST)
+def _challenge_password(csr: x509.CertificateSigningRequest) -> str | None:
     try:
-        csr = load_csr(content)
-        _ = csr.subject, csr.extensions, csr.attributes, csr.signature_hash_algorithm
-        csr.public_key()
-        valid = csr.is_signature_valid
-        password = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
+        value = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
     except x509.AttributeNotFound:
-        password = None
-    except _CSR_ERRORS:
-        raise ScepFailure(
-            "the envelope holds no usable PKCS#10 request", FailInfo.BAD_REQUEST
-        ) from None
-    if not valid:
-        raise ScepFailure("the CSR's signature does not verify", FailInfo.BAD_MESSAGE_CHECK)
+        return None
     try:
-        return csr, None if password is None else password.decode()
+        return value.decode()
     except UnicodeDecodeError:
         raise ScepFailure("the challengePassword is not text", FailInfo.BAD_REQUEST) from None
 
@@ -361,7 +345,8 @@ class ScepResponder:
         return result, envelope.encrypt(certs, message.signer, cipher)
 
     def _enroll(self, message: PkiMessage, content: bytes, ca: str, actor: str) -> ScepResult:
-        csr, password = _read_csr(content)
+        csr = decode_csr(content)  # BadCSR: badRequest; BadSignature: badMessageCheck
+        password = _challenge_password(csr)
         signer = message.signer
         self_signed = signer.issuer == signer.subject and _same_key(signer, csr)
         if message.message_type == MessageType.RENEWAL_REQ or (

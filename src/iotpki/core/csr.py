@@ -1,0 +1,159 @@
+"""The one guarded decode of a PKCS#10 request (RFC 2986), used at every CSR entry.
+
+pyca/cryptography parses lazily: ``load_der_x509_csr`` checks the outer structure, and a field
+read later (the key, an extension, a name's value) raises ``ValueError`` at first use. Here
+every field the server will ever read is read once, inside one guarded block, so that a
+request that gets past :func:`decode_csr` can be read anywhere without raising.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import TypeVar
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import AttributeOID
+
+from iotpki.core.encoding import parse_error_reason
+from iotpki.errors import BadCSR, BadSignature
+
+__all__ = ["MAX_RSA_BITS", "decode_csr", "load_csr"]
+
+MAX_RSA_BITS = 16384
+"""The largest RSA modulus read at all: verifying a bigger one costs the server, not the sender."""
+
+# NIST SP 800-56B rev. 2 section 6.2.1: an RSA public exponent is odd and below 2**256.
+_MAX_RSA_EXPONENT = 1 << 256
+# RFC 2985 section 5.4.1: challengePassword is a DirectoryString of at most 255 characters
+# (PrintableString, UTF8String, TeletexString; IA5String from older clients).
+_PASSWORD_TAGS = frozenset({12, 19, 20, 22})
+_PASSWORD_MAX = 255
+# Anything the parser can raise on hostile input: the guarded block turns each into BadCSR.
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+_T = TypeVar("_T")
+
+
+def decode_csr(der: bytes) -> x509.CertificateSigningRequest:
+    """A DER CSR, read completely and its signature verified; BadCSR or BadSignature otherwise."""
+    return _complete(x509.load_der_x509_csr, der)
+
+
+def load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    """A PEM or DER CSR (operator input: files, the admin API), read as :func:`decode_csr`."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return _complete(x509.load_pem_x509_csr, data)
+    return decode_csr(data)
+
+
+def _complete(
+    load: Callable[[bytes], x509.CertificateSigningRequest], data: bytes
+) -> x509.CertificateSigningRequest:
+    try:
+        csr = load(data)
+    except (*_PARSE_ERRORS, x509.InvalidVersion) as exc:
+        raise BadCSR(
+            "not a valid certificate signing request (PEM or DER): "
+            + parse_error_reason(data, exc),
+            reason="encoding",
+        ) from exc
+    _read_through(csr)
+    return csr
+
+
+def _read_through(csr: x509.CertificateSigningRequest) -> None:
+    """Read every field of a loaded CSR the server uses; BadCSR or BadSignature on failure."""
+    _guarded("subject", lambda: _check_name(csr.subject))
+    _guarded("public_key", lambda: _check_public_key(csr))
+    _guarded("signature_algorithm", lambda: _check_signature_algorithm(csr))
+    _guarded("attributes", lambda: _check_attributes(csr))
+    _guarded("extensions", lambda: _check_extensions(csr))
+    valid = _guarded("signature", lambda: csr.is_signature_valid)
+    if not valid:
+        raise BadSignature("the CSR's signature does not verify", reason="signature")
+
+
+def _guarded(field: str, read: Callable[[], _T]) -> _T:
+    try:
+        return read()
+    except BadCSR:
+        raise
+    except _PARSE_ERRORS as exc:
+        what = field.replace("_", " ")
+        raise BadCSR(f"the CSR does not parse ({what}): {exc}", reason=field) from exc
+
+
+def _check_name(name: x509.Name) -> None:
+    """Every RDN holds exactly one attribute whose value decodes."""
+    for rdn in name.rdns:
+        attributes = list(rdn)
+        if len(attributes) != 1:
+            # RFC 5280 allows multi-valued RDNs; no device identity needs one, and their
+            # ordering makes the same name compare differently across implementations.
+            raise BadCSR("multi-valued RDNs are not accepted", reason="subject")
+        attribute = attributes[0]
+        _ = attribute.oid.dotted_string, attribute.value
+    name.rfc4514_string()
+
+
+def _check_public_key(csr: x509.CertificateSigningRequest) -> None:
+    """The key loads (cryptography checks RSA ranges and EC points); RSA sizes are bounded."""
+    key = csr.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        if numbers.n.bit_length() > MAX_RSA_BITS:
+            raise BadCSR(f"RSA modulus above {MAX_RSA_BITS} bits", reason="public_key")
+        if numbers.e >= _MAX_RSA_EXPONENT:
+            raise BadCSR("RSA public exponent of 2**256 or more", reason="public_key")
+
+
+def _check_signature_algorithm(csr: x509.CertificateSigningRequest) -> None:
+    _ = csr.signature_algorithm_oid.dotted_string
+    _ = csr.signature_hash_algorithm
+    _ = csr.signature_algorithm_parameters
+
+
+def _check_attributes(csr: x509.CertificateSigningRequest) -> None:
+    """Single-valued attributes, each at most once; a challengePassword that is text."""
+    attributes = list(csr.attributes)
+    repeated = [oid for oid, n in Counter(a.oid for a in attributes).items() if n > 1]
+    if repeated:
+        raise BadCSR(
+            f"the CSR repeats the attribute {repeated[0].dotted_string}", reason="attributes"
+        )
+    for attribute in attributes:
+        if attribute.oid == AttributeOID.CHALLENGE_PASSWORD:
+            _check_password(attribute)
+
+
+def _check_password(attribute: x509.Attribute) -> None:
+    value = attribute.value
+    if attribute._type not in _PASSWORD_TAGS:  # the ASN.1 string tag
+        raise BadCSR("the challengePassword is not a text string", reason="challenge_password")
+    try:
+        text = value.decode()
+    except UnicodeDecodeError as exc:
+        raise BadCSR("the challengePassword is not UTF-8", reason="challenge_password") from exc
+    if len(text) > _PASSWORD_MAX:
+        raise BadCSR("the challengePassword is too long", reason="challenge_password")
+
+
+def _check_extensions(csr: x509.CertificateSigningRequest) -> None:
+    """Each extension value parses (duplicates refused); names in a SAN are read through."""
+    for extension in csr.extensions:
+        value = extension.value
+        if isinstance(value, x509.SubjectAlternativeName):
+            for general_name in value:
+                if isinstance(general_name, x509.DirectoryName):
+                    _check_name(general_name.value)
+                else:
+                    _ = general_name.value
