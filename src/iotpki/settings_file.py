@@ -62,6 +62,10 @@ _TEMPLATE = """\
 # trusted_proxies = []
 # client_cert_header = "x-ssl-client-cert"
 
+# Internal networks (loopback, private, link-local...) that ACME validation and webhook
+# deliveries may still reach; every other internal address is refused.
+# egress_allow = ["10.20.0.0/16"]  # example
+
 # -- issuance ----------------------------------------------------------------------------------
 
 # O= of the CA names created here, and the CA used when a request names none.

@@ -8,6 +8,7 @@ request that gets past :func:`decode_csr` can be read anywhere without raising.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
@@ -41,6 +42,7 @@ _PARSE_ERRORS = (
 )
 
 _T = TypeVar("_T")
+_LOCATION = re.compile(r"location: \[([^\]]*)\]")
 
 
 def decode_csr(der: bytes) -> x509.CertificateSigningRequest:
@@ -89,7 +91,14 @@ def _guarded(field: str, read: Callable[[], _T]) -> _T:
         raise
     except _PARSE_ERRORS as exc:
         what = field.replace("_", " ")
-        raise BadCSR(f"the CSR does not parse ({what}): {exc}", reason=field) from exc
+        detail = str(exc)
+        if "ParseError" in detail:  # the DER parser's own words: say them plainly
+            where = _LOCATION.search(detail)
+            detail = parse_error_reason(b"-", exc)
+            if where:
+                field_name = where.group(1).split(",")[0].strip(' "')
+                detail += f", in {field_name}"
+        raise BadCSR(f"the CSR does not parse ({what}): {detail}", reason=field) from exc
 
 
 def _check_name(name: x509.Name) -> None:

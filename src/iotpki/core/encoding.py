@@ -24,6 +24,10 @@ _REASONS = (
     ("InvalidLength", "a length inside the DER is wrong (damaged or cut short)"),
     ("UnexpectedTag", "the DER holds another kind of object"),
     ("ExtraData", "bytes follow the end of the DER object"),
+    ("InvalidSetOrdering", "a SET inside the DER is not in DER order"),
+    ("InvalidTag", "a tag inside the DER is not in its shortest form"),
+    ("InvalidValue", "a field holds a value its type does not allow"),
+    ("version", "its version is not one the format defines"),
 )
 
 
