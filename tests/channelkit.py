@@ -139,7 +139,7 @@ class EchoServer:
 
     def next_error(self) -> str:
         """The next refusal the server saw (waits for the connection's thread)."""
-        error = self._errors.get(timeout=10)
+        error = self._errors.get(timeout=60)
         self.errors.append(error)
         return error
 

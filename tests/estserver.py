@@ -62,7 +62,7 @@ def https_server(inst: Installation, *, port: int | None = None) -> Iterator[Run
     server = _ThreadServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the HTTPS server did not start")

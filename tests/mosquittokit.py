@@ -50,7 +50,7 @@ class Mosquitto:
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"mosquitto exited: {process.communicate()[0].decode()}")

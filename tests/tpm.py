@@ -172,7 +172,7 @@ def start_swtpm(manufactured: Manufactured, directory: Path) -> SoftwareTpm:
         stderr=subprocess.PIPE,
     )
     tpm = SoftwareTpm(process, port, ctrl_port, state_dir, manufactured)
-    deadline = time.monotonic() + 10  # readiness poll of a child process, not a timed assertion
+    deadline = time.monotonic() + 60  # readiness poll of a child process, not a timed assertion
     while True:
         if process.poll() is not None:
             raise RuntimeError(
@@ -324,7 +324,7 @@ def start_abrmd(tpm: SoftwareTpm) -> ResourceManager:
         stderr=subprocess.PIPE,
     )
     manager = ResourceManager(dbus, abrmd, address, bus_name)
-    deadline = time.monotonic() + 10  # readiness poll of a child process, not a timed assertion
+    deadline = time.monotonic() + 60  # readiness poll of a child process, not a timed assertion
     while True:
         if abrmd.poll() is not None:
             manager.stop()

@@ -130,14 +130,14 @@ def test_server_identity_reload_keeps_established_connections(
     try:
         device = issue(inst, tmp_path / "dev", "dev-6")
         first_cert = channel.context()  # noqa: F841 (the context of the first connection)
-        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=60)
         established = _client(inst, device.identity).wrap_socket(raw, server_hostname="127.0.0.1")
         established.sendall(b"1")
         assert established.recv(100) == b"dev-6"
         old_server_cert = x509.load_der_x509_certificate(established.getpeercert(True) or b"")
         # the service's certificate is renewed: files replaced as the agent does
         issue(inst, tmp_path / "server", "127.0.0.1", profile="server")
-        raw2 = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw2 = socket.create_connection(("127.0.0.1", server.port), timeout=60)
         with _client(inst, device.identity).wrap_socket(raw2, server_hostname="127.0.0.1") as new:
             new.sendall(b"2")
             assert new.recv(100) == b"dev-6"

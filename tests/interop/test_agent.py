@@ -349,7 +349,7 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     import socket
     import time
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError("nginx exited")

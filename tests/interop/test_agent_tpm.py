@@ -81,7 +81,7 @@ def test_agent_enrolls_and_rekeys_inside_the_tpm(
         idevid_key=key_path,
         key_store="tpm",
         tpm_tcti=swtpm.tcti,
-        timeout=10.0,
+        timeout=60.0,
     )
     agent = Agent(config, clock=_Clock(clock))
     try:

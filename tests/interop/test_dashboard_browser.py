@@ -59,7 +59,7 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=ChromeService(executable_path=_DRIVER))
-    driver.set_page_load_timeout(30)
+    driver.set_page_load_timeout(60)
     try:
         yield driver
     finally:
@@ -105,7 +105,7 @@ def _navigate(driver: WebDriver, element: WebElement) -> None:
     """Click what loads a new page and wait until the old one is gone."""
     page = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(page))
 
 
 def _sign_in(driver: WebDriver, server: RunningServer, token: str) -> None:

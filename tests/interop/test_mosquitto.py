@@ -120,7 +120,7 @@ def test_paho_through_iotpki_tls_with_signed_telemetry(
     sub.subscribe("devices/#", qos=1)
     sub.loop_start()
     try:
-        subscribed.get(timeout=10)
+        subscribed.get(timeout=60)
         pub = _paho(
             "meter-7", Channel("client", trust=trust, identity=device.identity), broker.port
         )
@@ -128,11 +128,11 @@ def test_paho_through_iotpki_tls_with_signed_telemetry(
         pub.loop_start()
         pub.publish(
             "devices/meter-7/telemetry", signer.sign(b'{"kwh": 3.2}'), qos=1
-        ).wait_for_publish(10)
-        pub.publish("devices/other/telemetry", signer.sign(b"not mine"), qos=1).wait_for_publish(10)
+        ).wait_for_publish(60)
+        pub.publish("devices/other/telemetry", signer.sign(b"not mine"), qos=1).wait_for_publish(60)
         pub.loop_stop()
         pub.disconnect()
-        message = verifier.verify(received.get(timeout=10))
+        message = verifier.verify(received.get(timeout=60))
         assert (message.device_id, message.payload) == ("meter-7", b'{"kwh": 3.2}')
         with pytest.raises(queue.Empty):  # the ACL kept it off another device's topic
             received.get(timeout=1)

@@ -103,7 +103,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         inst.close()
 
 
-def _wait_for(condition: object, what: str, limit: float = 30.0) -> None:
+def _wait_for(condition: object, what: str, limit: float = 120.0) -> None:
     """Poll a condition the server's background jobs make true (bounded, not a timing check)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:

@@ -73,7 +73,7 @@ def server(tmp_path: Path) -> Iterator[Running]:
     listener = _ThreadServer(config)
     thread = threading.Thread(target=listener.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while not listener.started:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
