@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from iotpki.core.authenticators import Context, OneTimeSecret
 from iotpki.core.enrollment import Enrollment, EnrollmentConfig
 from iotpki.errors import AuthError, RateLimited
 from iotpki.installation import Installation
@@ -25,7 +26,7 @@ def service(inst: Installation) -> Iterator[Enrollment]:
 
 def _guess(service: Enrollment, source: str, secret: str = "guess") -> type[Exception] | None:
     try:
-        service.authenticate_secret(DEVICE, secret, source)
+        service.authenticators.authorize(OneTimeSecret(DEVICE, secret), Context("est", source))
     except (AuthError, RateLimited) as exc:
         return type(exc)
     return None
@@ -36,7 +37,9 @@ def test_a_stranger_cannot_lock_the_device_out(service: Enrollment) -> None:
     for _ in range(5):
         assert _guess(service, "198.51.100.66") is AuthError
     assert _guess(service, "198.51.100.66", secret) is RateLimited  # the stranger is locked
-    enrollee = service.authenticate_secret(DEVICE, secret, "192.0.2.10")  # the device is not
+    enrollee = service.authenticators.authorize(  # the device is not
+        OneTimeSecret(DEVICE, secret), Context("est", "192.0.2.10")
+    )
     assert enrollee.device_id == DEVICE
 
 

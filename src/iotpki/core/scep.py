@@ -11,8 +11,6 @@ answered gets the same answer, never a second certificate.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import secrets
 import threading
@@ -29,6 +27,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from iotpki.core.authenticators import (
+    Authenticators,
+    Context,
+    CurrentCertificate,
+    ScepChallenge,
+    consume,
+    secret_hash,
+)
 from iotpki.core.authority import Authority, Issued, serial_hex
 from iotpki.core.device_id import check_device_id
 from iotpki.core.keytypes import key_fingerprint
@@ -41,7 +47,7 @@ from iotpki.core.models import (
     ScepTransactionRecord,
 )
 from iotpki.core.ports import KeyBackend, StoreTransaction
-from iotpki.errors import AuthError, ConfigError, Conflict, NotFound, PolicyViolation, RequestError
+from iotpki.errors import ConfigError, Conflict, NotFound, RequestError
 
 __all__ = [
     "RA_PROFILE",
@@ -54,10 +60,6 @@ RA_PROFILE = "scep-ra"
 _RA_CACHE_SECONDS = 30.0
 _MAX_CHALLENGE_LIFETIME = timedelta(days=90)
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-
-
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +99,10 @@ class ScepService:
         authority: Authority,
         key_backends: Mapping[str, KeyBackend],
         profiles: Collection[str] | None = None,
+        authenticators: Authenticators | None = None,
     ) -> None:
         self._authority = authority
+        self._authenticators = authenticators or Authenticators(authority)
         self._store = authority.store
         self._clock = authority.clock
         self._keys = dict(key_backends)
@@ -137,7 +141,7 @@ class ScepService:
         record = ScepChallengeRecord(
             challenge_id=secrets.token_hex(8),
             device_id=device_id,
-            secret_hash=_hash(secret),
+            secret_hash=secret_hash(secret),
             created_at=now,
             expires_at=now + lifetime,
             profile=profile,
@@ -256,6 +260,7 @@ class ScepService:
         transaction_id: str,
         actor: str,
         request: Mapping[str, object] | None = None,
+        source: str = "unknown",
     ) -> ScepResult:
         """PKCSReq authenticated by a one-time challenge password (RFC 8894 section 2.2).
 
@@ -265,12 +270,15 @@ class ScepService:
         fingerprint = key_fingerprint(csr.public_key())
         with self._store.transaction(readonly=True) as tx:
             existing = tx.get_scep_transaction(ca, transaction_id)
-            challenge = tx.get_scep_challenge(_hash(password)) if password else None
         earlier = self._earlier(existing, fingerprint, "enroll", None)
         if earlier is not None:
             return earlier
+        authorization = self._authenticators.authorize(
+            ScepChallenge(password), Context("scep", source, ca, transaction_id)
+        )
+        use = authorization.use
+        assert use is not None  # a challenge password is one-time
         now = self._clock.now()
-        challenge = self._check_challenge(challenge, password, ca)
         record = ScepTransactionRecord(
             ca_name=ca,
             transaction_id=transaction_id,
@@ -278,13 +286,13 @@ class ScepService:
             status="pending",
             key_fingerprint=fingerprint,
             csr_der=None,  # the CSR holds the challenge password: never stored in clear
-            device_id=challenge.device_id,
-            profile=challenge.profile,
+            device_id=authorization.device_id,
+            profile=authorization.profile or "device",
             created_at=now,
             updated_at=now,
-            challenge_id=challenge.challenge_id,
+            challenge_id=use.credential_id,
         )
-        if challenge.approval:
+        if authorization.approval:
             ra = self.registration_authorities(ca)[0]
             record = replace(
                 record,
@@ -292,76 +300,36 @@ class ScepService:
                 sealed_by=ra.record.serial,
             )
             with self._store.transaction() as tx:
-                _claim(tx, challenge, record)
+                consume(tx, use, now)  # the pending request holds the challenge
                 _store(tx, existing, record)
                 tx.append_audit(
                     now,
                     actor,
                     "scep.pending",
                     transaction_id,
-                    {"ca": ca, "device": challenge.device_id, "key": fingerprint},
+                    {"ca": ca, "device": authorization.device_id, "key": fingerprint},
                 )
                 _audit_request(tx, actor, record, request, "pending", None)
             return ScepResult(record, audited=request is not None)
 
-        def claim_and_record(tx: StoreTransaction, issued: CertificateRecord) -> None:
-            _claim(tx, challenge, record)
+        def record_enrollment(tx: StoreTransaction, issued: CertificateRecord) -> None:
             _store(tx, existing, replace(record, status="success", serial=issued.serial))
             _audit_request(tx, actor, record, request, "success", issued.serial)
 
         issued = self._authority.issue(
             csr,
-            profile=challenge.profile,
+            profile=record.profile,
             ca=ca,
-            device_id=challenge.device_id,
+            device_id=authorization.device_id,
             actor=actor,
-            within=claim_and_record,
+            within=self._authenticators.within(authorization, record_enrollment),
         )
         done = replace(record, status="success", serial=issued.record.serial)
         return ScepResult(done, issued, audited=request is not None)
 
-    def _check_challenge(
-        self, challenge: ScepChallengeRecord | None, password: str | None, ca: str
-    ) -> ScepChallengeRecord:
-        if password is None:
-            raise AuthError("the request carries no challenge password")
-        if challenge is None or not hmac.compare_digest(challenge.secret_hash, _hash(password)):
-            raise AuthError("wrong challenge password")
-        if challenge.used_at is not None:
-            raise AuthError(
-                "the challenge password was used already", device_id=challenge.device_id
-            )
-        if challenge.expires_at <= self._clock.now():
-            raise AuthError("the challenge password has expired", device_id=challenge.device_id)
-        if challenge.ca_name is not None and challenge.ca_name != ca:
-            raise AuthError(
-                f"the challenge password is for CA {challenge.ca_name!r}, not {ca!r}", ca=ca
-            )
-        return challenge
-
     def issued_here(self, certificate: x509.Certificate, ca: str) -> bool:
         """Whether this CA issued ``certificate`` (whatever its status now)."""
-        try:
-            record = self._authority.get(serial_hex(certificate.serial_number), ca=ca)
-        except NotFound:
-            return False
-        return record.der == certificate.public_bytes(Encoding.DER)
-
-    def current_certificate(self, certificate: x509.Certificate, ca: str) -> CertificateRecord:
-        """The record of a certificate this CA issued, valid now; else a refusal."""
-        serial = serial_hex(certificate.serial_number)
-        try:
-            record = self._authority.get(serial, ca=ca)
-        except NotFound:
-            raise AuthError("the signer certificate was not issued by this CA") from None
-        if record.der != certificate.public_bytes(Encoding.DER):
-            raise AuthError("the signer certificate was not issued by this CA")
-        if record.status is CertStatus.REVOKED:
-            raise PolicyViolation(f"certificate {serial} is revoked", serial=serial)
-        now = self._clock.now()
-        if not record.not_before <= now <= record.not_after:
-            raise PolicyViolation(f"certificate {serial} is not valid now", serial=serial)
-        return record
+        return self._authenticators.current.stored(certificate, ca) is not None
 
     def renew(
         self,
@@ -372,6 +340,7 @@ class ScepService:
         transaction_id: str,
         actor: str,
         request: Mapping[str, object] | None = None,
+        source: str = "unknown",
     ) -> ScepResult:
         """RenewalReq (RFC 8894 section 3.3.1.2), authenticated by a current certificate."""
         fingerprint = key_fingerprint(csr.public_key())
@@ -381,7 +350,11 @@ class ScepService:
         earlier = self._earlier(existing, fingerprint, "renew", signer_serial)
         if earlier is not None:
             return earlier
-        old = self.current_certificate(signer, ca)
+        authorization = self._authenticators.authorize(
+            CurrentCertificate(signer), Context("scep", source, ca, transaction_id)
+        )
+        old = authorization.current
+        assert old is not None  # a current certificate authorizes with its record
         now = self._clock.now()
         record = ScepTransactionRecord(
             ca_name=ca,
@@ -533,14 +506,6 @@ def _unseal(key: rsa.RSAPrivateKey, sealed: bytes) -> bytes:
 def _answered(record: ScepTransactionRecord) -> ScepTransactionRecord:
     """A decided transaction keeps no request: the CSR is needed only until issuance."""
     return replace(record, csr_der=None, sealed_csr=None, sealed_by=None)
-
-
-def _claim(
-    tx: StoreTransaction, challenge: ScepChallengeRecord, record: ScepTransactionRecord
-) -> None:
-    """Consume the challenge for this transaction, inside the transaction that records it."""
-    if not tx.use_scep_challenge(challenge.challenge_id, record.created_at, record.transaction_id):
-        raise AuthError("the challenge password was used already", device_id=challenge.device_id)
 
 
 def _store(

@@ -1,9 +1,10 @@
 """EST (RFC 7030) routes under ``/.well-known/est/`` and ``/.well-known/est/<label>/``.
 
-Thin: each handler parses the request, authenticates the device through
+Thin: each handler parses the request, turns its credentials into
+:data:`iotpki.core.authenticators.Credentials` for the authenticators, calls
 :class:`iotpki.core.enrollment.Enrollment` and encodes the answer. Errors take the form
 RFC 7030 section 4.2.3 gives them: an HTTP 4xx status with a short ``text/plain`` reason;
-each refusal is audited once.
+each refusal is audited once (credentials by the authenticators, the rest here).
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from iotpki.core.authenticators import (
+    Authorization,
+    BootstrapCertificate,
+    Context,
+    Credentials,
+    CurrentCertificate,
+    OneTimeSecret,
+)
 from iotpki.core.authority import Issued
-from iotpki.core.enrollment import Enrollee, Enrollment, Pending
+from iotpki.core.enrollment import Enrollment, Pending
 from iotpki.core.models import CAStatus
 from iotpki.errors import AuthError, IotpkiError, NotFound, RateLimited
 from iotpki.protocols.access import client_address, log_access
@@ -146,15 +155,19 @@ class EstEndpoints:
         body = await read_body(request, _BODY_LIMIT)
         return messages.parse_csr(body, request.headers.get("content-type"))
 
-    def _enrollee(self, request: Request) -> Enrollee:
+    def _authorize(self, request: Request, credentials: Credentials) -> Authorization:
+        context = Context("est", source=client_address(request))
+        return self.enrollment.authenticators.authorize(credentials, context)
+
+    def _enrollee(self, request: Request) -> Authorization:
         """RFC 7030 section 3.3.2 / 3.2.3: an IDevID client certificate, else HTTP Basic."""
         cert = self.peers.certificate(request)
         if cert is not None:
-            return self.enrollment.authenticate_idevid(cert)
+            return self._authorize(request, BootstrapCertificate(cert))
         credentials = _basic_credentials(request)
         if credentials is None:
             raise AuthError("authenticate with an IDevID client certificate or HTTP Basic")
-        return self.enrollment.authenticate_secret(*credentials, client_address(request))
+        return self._authorize(request, OneTimeSecret(*credentials))
 
     async def simpleenroll(self, request: Request, label: str | None) -> Response:
         """RFC 7030 section 4.2.1: initial enrollment."""
@@ -201,7 +214,7 @@ class EstEndpoints:
             cert = self.peers.certificate(request)
             if cert is None:
                 raise AuthError("re-enrollment needs the current certificate as TLS client cert")
-            current = self.enrollment.authenticate_current(cert)
+            current = self._authorize(request, CurrentCertificate(cert))
             return self.enrollment.reenroll(current, csr)
 
         return _issued_response(await run_in_threadpool(run))

@@ -73,6 +73,11 @@ class ScepResponse:
     body: bytes
 
 
+def _source(actor: str) -> str:
+    """The client address in a request's actor (``scep:<address>``)."""
+    return actor.partition(":")[2]
+
+
 def _fail_info(exc: IotpkiError) -> FailInfo:
     """The one place errors become failInfo (RFC 8894 section 3.2.1.4)."""
     if isinstance(exc, ScepFailure):
@@ -186,7 +191,7 @@ class ScepResponder:
         """An HTTP error for a request no CertRep can answer, audited."""
         self._authority.audit_refusal(
             exc,
-            source=actor.partition(":")[2],
+            source=_source(actor),
             actor=actor,
             action="scep.refused",
             target=operation,
@@ -361,6 +366,7 @@ class ScepResponder:
                 transaction_id=message.transaction_id,
                 actor=actor,
                 request={"message_type": message.message_type},
+                source=_source(actor),
             )
         if not _same_key(signer, csr):
             raise AuthError("a PKCSReq is signed with the key it asks to certify")
@@ -371,6 +377,7 @@ class ScepResponder:
             transaction_id=message.transaction_id,
             actor=actor,
             request={"message_type": message.message_type},
+            source=_source(actor),
         )
 
     def _certificate(self, ca: str, content: bytes) -> x509.Certificate:

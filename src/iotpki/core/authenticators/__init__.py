@@ -1,0 +1,44 @@
+"""Who may enroll, decided in one place: credentials in, an :class:`Authorization` out.
+
+One file per method (step-ca's provisioners are the model): ``secret`` (one-time enrollment
+secret), ``bootstrap`` (IDevID from a registered bootstrap CA), ``current`` (the device's
+current certificate), ``scep_challenge`` (SCEP challenge password). :class:`Authenticators`
+dispatches, audits refusals and consumes one-time credentials inside the issuing transaction.
+A protocol adapter turns its request into :data:`Credentials` and a :class:`Context`.
+"""
+
+from iotpki.core.authenticators.bootstrap import idevid_identity, issued_by
+from iotpki.core.authenticators.entry import Authenticators, consume
+from iotpki.core.authenticators.model import (
+    Authenticator,
+    Authorization,
+    BootstrapCertificate,
+    Context,
+    Credentials,
+    CredentialUse,
+    CurrentCertificate,
+    Method,
+    OneTimeSecret,
+    ScepChallenge,
+)
+from iotpki.core.authenticators.secret import SecretLimits, check_active, secret_hash
+
+__all__ = [
+    "Authenticator",
+    "Authenticators",
+    "Authorization",
+    "BootstrapCertificate",
+    "Context",
+    "CredentialUse",
+    "Credentials",
+    "CurrentCertificate",
+    "Method",
+    "OneTimeSecret",
+    "ScepChallenge",
+    "SecretLimits",
+    "check_active",
+    "consume",
+    "idevid_identity",
+    "issued_by",
+    "secret_hash",
+]
