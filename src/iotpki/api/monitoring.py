@@ -15,8 +15,8 @@ from starlette.routing import BaseRoute, Route
 
 from iotpki.api.routes import AdminApi, _int_param, _json_body
 from iotpki.core.models import ApiTokenRecord
+from iotpki.core.monitoring import FindingRecord
 from iotpki.errors import RequestError
-from iotpki.monitoring.records import FindingRecord
 from iotpki.monitoring.report import build_report
 from iotpki.monitoring.service import Monitor
 
@@ -69,7 +69,7 @@ class MonitoringApi:
         limit = _int_param(params.get("limit"), "limit", 100, 500)
         offset = _int_param(params.get("offset"), "offset", 0, 10_000_000)
         rows = await run_in_threadpool(
-            lambda: self.monitor.store.list_findings(
+            lambda: self.monitor.findings(
                 status=status, check=check, limit=max(limit, 1), offset=offset
             )
         )

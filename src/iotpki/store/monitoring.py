@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from iotpki.core.audit import REPEATED
 from iotpki.core.models import AuditEvent, CAStatus, CertStatus
-from iotpki.monitoring.records import (
+from iotpki.core.monitoring import (
     Delivery,
     FindingChange,
     FindingRecord,

@@ -26,10 +26,10 @@ from starlette.routing import BaseRoute, Route
 from iotpki.core import access
 from iotpki.core.encoding import pem
 from iotpki.core.models import RevocationReason
+from iotpki.core.monitoring import InventoryFilter
 from iotpki.core.signin import SignIn, Throttle
 from iotpki.errors import AuthError, Forbidden, IotpkiError, RateLimited, RequestError
 from iotpki.monitoring.charts import bar_chart, hbar_chart
-from iotpki.monitoring.records import InventoryFilter
 from iotpki.monitoring.report import build_report, render_html
 from iotpki.monitoring.service import Monitor
 from iotpki.protocols.access import client_address, log_access
@@ -258,7 +258,7 @@ class Dashboard:
         publication = await run_in_threadpool(
             self._publication, [ca.name for ca in cas if ca.key_ref is not None]
         )
-        findings = await run_in_threadpool(self.monitor.store.open_findings_by_check)
+        findings = await run_in_threadpool(self.monitor.open_findings_by_check)
         timeline = bar_chart(
             [(start.strftime("%m-%d"), n) for start, n in stats["timeline"]],
             title="Certificates expiring per week, next 26 weeks (the PKI's own not counted)",
@@ -323,7 +323,7 @@ class Dashboard:
         size = int(size_text)
         now = self.authority.clock.now()
         rows = await run_in_threadpool(
-            lambda: self.monitor.inventory.search(
+            lambda: self.monitor.inventory_page(
                 flt, now, before_id=int(before_text) if before_text else None, limit=size + 1
             )
         )
@@ -350,20 +350,15 @@ class Dashboard:
         cert = record.certificate
         now = self.authority.clock.now()
         chain = await run_in_threadpool(self.authority.chain, record.ca_name)
-        store = self.monitor.store
-        lint = await run_in_threadpool(
-            self.authority.store.lint_findings, record.ca_name, record.serial
-        )
+        lint = await run_in_threadpool(self.monitor.lint_findings, record.ca_name, record.serial)
         history = (
-            await run_in_threadpool(
-                self.monitor.inventory.certificates_of_device, record.device_id, now
-            )
+            await run_in_threadpool(self.monitor.device_history, record.device_id, now)
             if record.device_id
             else []
         )
-        usage = await run_in_threadpool(store.usage_of, record.serial)
+        usage = await run_in_threadpool(self.monitor.usage_of, record.serial)
         findings = await run_in_threadpool(
-            lambda: store.list_findings(status=None, serial=record.serial, limit=50)
+            lambda: self.monitor.findings(status=None, serial=record.serial, limit=50)
         )
         extensions = [
             {
@@ -416,7 +411,7 @@ class Dashboard:
         if before_text is not None and (not before_text.isdigit() or len(before_text) > 18):
             raise RequestError("before must be a sequence number", field="before")
         before = int(before_text) if before_text else None
-        events = await run_in_threadpool(self.monitor.store.audit_page, before, 100)
+        events = await run_in_threadpool(self.monitor.audit_page, before, 100)
         chain = await run_in_threadpool(self.monitor.chain_status)
         next_url = f"/ui/audit?before={events[-1].seq}" if len(events) == 100 else None
         return self._render("audit.html", session, events=events, chain=chain, next_url=next_url)
@@ -426,10 +421,8 @@ class Dashboard:
         status = request.query_params.get("status", "open")
         if status not in ("open", "resolved"):
             raise RequestError("status must be open or resolved", field="status")
-        rows = await run_in_threadpool(
-            lambda: self.monitor.store.list_findings(status=status, limit=500)
-        )
-        deliveries = await run_in_threadpool(self.monitor.store.list_deliveries, 20)
+        rows = await run_in_threadpool(lambda: self.monitor.findings(status=status, limit=500))
+        deliveries = await run_in_threadpool(self.monitor.deliveries, 20)
         return self._render(
             "findings.html", session, findings=rows, status=status, deliveries=deliveries
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 from iotpki.core.ports import StoreTransaction
 from iotpki.store.conformance import ACME_PORTS, TRANSACTION_PORTS
@@ -32,3 +34,16 @@ def test_every_port_is_implemented_by_the_sql_store() -> None:
         wanted = {n for n in dir(port) if not n.startswith("_")}
         missing = {n for n in wanted if not hasattr(impl, n)}
         assert not missing, f"{impl.__name__} lacks {sorted(missing)} of {port.__name__}"
+
+
+def test_the_store_imports_no_monitoring() -> None:
+    code = (
+        "import sys, importlib, pkgutil, iotpki.store as s\n"
+        "for m in pkgutil.iter_modules(s.__path__):\n"
+        "    importlib.import_module(f'iotpki.store.{m.name}')\n"
+        "print(sorted(n for n in sys.modules if n.startswith('iotpki.monitoring')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"
