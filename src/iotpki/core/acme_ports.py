@@ -287,13 +287,7 @@ class AcmeTransaction(AuditTx, Protocol):
 
 
 class AcmeStore(Protocol):
-    """Durable ACME state.
-
-    ``offload`` says whether transactions wait on a database server, so that the adapter runs
-    them in worker threads; an embedded database's short transactions run in the caller.
-    """
-
-    offload: bool
+    """Durable ACME state."""
 
     def transaction(self, *, readonly: bool = False) -> AbstractContextManager[AcmeTransaction]:
         """A unit of work committed on normal exit and rolled back on an exception."""
