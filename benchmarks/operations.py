@@ -42,8 +42,8 @@ from sqlalchemy import create_engine, insert, text
 from iotpki.asgi_tls import TLSExtensionProtocol
 from iotpki.core.access import create_token
 from iotpki.core.models import Role
+from iotpki.core.monitoring import InventoryFilter
 from iotpki.installation import Installation, open_installation
-from iotpki.monitoring.records import InventoryFilter
 from iotpki.monitoring.service import Monitor
 from iotpki.server import Service, build_https_app, ensure_tls_identity, https_context
 from iotpki.settings import Settings

@@ -59,6 +59,7 @@ from iotpki.protocols.acme.admin import acme_admin_routes
 from iotpki.protocols.client_cert import ClientCertSource
 from iotpki.protocols.est.routes import est_routes
 from iotpki.protocols.est.tls import trust_bootstrap_cas
+from iotpki.protocols.http import blocking
 from iotpki.protocols.scep.responder import CrlSource, ScepResponder
 from iotpki.revocation_service import RevocationService
 from iotpki.store.acme import SqlAcmeStore
@@ -128,7 +129,8 @@ def _common_routes(service: Service) -> list[BaseRoute]:
 
     async def metrics(_: Request) -> Response:
         inst = service.installation
-        service.metrics.update_cas(inst.authority.list_cas(), inst.authority.clock.now())
+        cas = await blocking(inst.authority.list_cas)
+        service.metrics.update_cas(cas, inst.authority.clock.now())
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return [

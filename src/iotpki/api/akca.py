@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -34,7 +33,7 @@ from iotpki.core.authority import Authority
 from iotpki.core.encoding import pem
 from iotpki.errors import IotpkiError, MalformedInput, RateLimited, RequestError
 from iotpki.protocols.acme.ratelimits import SlidingWindow
-from iotpki.protocols.http import BodyTooLarge, read_body
+from iotpki.protocols.http import BodyTooLarge, blocking, read_body
 
 __all__ = ["akca_routes"]
 
@@ -115,7 +114,7 @@ class AkcaEndpoint:
                     )
                 return await handler(request, actor)
             except IotpkiError as exc:
-                await run_in_threadpool(
+                await blocking(
                     self.authority.audit_refusal,
                     exc,
                     source=address,
@@ -138,8 +137,8 @@ class AkcaEndpoint:
         data = await _json(request)
         ek_chain = _ek_chain(data)
         ak_public = _b64(data.get("ak_public"), "ak_public")
-        sealed = await run_in_threadpool(self.service.challenge, ek_chain, ak_public)
-        await run_in_threadpool(
+        sealed = await blocking(self.service.challenge, ek_chain, ak_public)
+        await blocking(
             self.authority.record_event,
             actor,
             "akca.challenge",
@@ -164,7 +163,7 @@ class AkcaEndpoint:
         nonce = _b64(data.get("nonce"), "nonce", limit=64)
         credential = _b64(data.get("credential"), "credential", limit=128)
         issued_at = _time(data.get("issued_at"))
-        issued = await run_in_threadpool(
+        issued = await blocking(
             lambda: self.service.activate(
                 ek_chain, ak_public, nonce, issued_at, credential, actor=actor
             )

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -19,6 +18,7 @@ from iotpki.core.encoding import load_certificate, pem
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.models import ApiTokenRecord, ApprovalRecord, BootstrapCARecord
 from iotpki.errors import RequestError
+from iotpki.protocols.http import blocking
 
 __all__ = ["enrollment_api_routes"]
 
@@ -75,7 +75,7 @@ class EnrollmentApi:
     async def register_device(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /devices: add a device, optionally bound to its IDevID."""
         data = await _json_body(request)
-        device = await run_in_threadpool(
+        device = await blocking(
             lambda: self.enrollment.register_device(
                 _str_field(data, "device_id", required=True) or "",
                 bootstrap_ca=_str_field(data, "bootstrap_ca"),
@@ -88,7 +88,7 @@ class EnrollmentApi:
     async def device_status(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /devices/{device_id}/status: enable or disable a device."""
         data = await _json_body(request)
-        device = await run_in_threadpool(
+        device = await blocking(
             lambda: self.enrollment.set_device_status(
                 request.path_params["device_id"],
                 _str_field(data, "status", required=True) or "",
@@ -100,7 +100,7 @@ class EnrollmentApi:
     async def create_secret(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /devices/{device_id}/enrollment-secrets: a one-time secret, shown once."""
         data = await _json_body(request)
-        secret, record = await run_in_threadpool(
+        secret, record = await blocking(
             lambda: self.enrollment.create_secret(
                 request.path_params["device_id"],
                 lifetime=_lifetime(_str_field(data, "lifetime")),
@@ -119,7 +119,7 @@ class EnrollmentApi:
 
     async def list_bootstrap_cas(self, request: Request, caller: ApiTokenRecord) -> Response:
         """GET /bootstrap-cas."""
-        records = await run_in_threadpool(self.enrollment.list_bootstrap_cas)
+        records = await blocking(self.enrollment.list_bootstrap_cas)
         return JSONResponse({"items": [_bootstrap_json(r) for r in records]})
 
     async def add_bootstrap_ca(self, request: Request, caller: ApiTokenRecord) -> Response:
@@ -128,7 +128,7 @@ class EnrollmentApi:
         certificate = load_certificate(
             (_str_field(data, "certificate", required=True) or "").encode()
         )
-        record = await run_in_threadpool(
+        record = await blocking(
             lambda: self.enrollment.add_bootstrap_ca(
                 _str_field(data, "name", required=True) or "",
                 certificate,
@@ -142,7 +142,7 @@ class EnrollmentApi:
 
     async def revoke_bootstrap_ca(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /bootstrap-cas/{name}/revoke."""
-        record = await run_in_threadpool(
+        record = await blocking(
             lambda: self.enrollment.revoke_bootstrap_ca(
                 request.path_params["name"], actor=f"api:{caller.token_id}"
             )
@@ -154,7 +154,7 @@ class EnrollmentApi:
         status = request.query_params.get("status", "pending")
         if status not in (*_STATUSES, "all"):
             raise RequestError(f"status must be one of {', '.join(_STATUSES)} or all")
-        records = await run_in_threadpool(
+        records = await blocking(
             self.enrollment.list_approvals, None if status == "all" else status
         )
         return JSONResponse({"items": [_approval_json(r) for r in records]})
@@ -168,7 +168,7 @@ class EnrollmentApi:
         return await self._decide(request, caller, approve=False)
 
     async def _decide(self, request: Request, caller: ApiTokenRecord, *, approve: bool) -> Response:
-        record = await run_in_threadpool(
+        record = await blocking(
             lambda: self.enrollment.decide(
                 request.path_params["request_id"], approve=approve, actor=f"api:{caller.token_id}"
             )

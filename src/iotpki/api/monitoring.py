@@ -8,17 +8,17 @@ this installation never issued.
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from iotpki.api.routes import AdminApi, _int_param, _json_body
 from iotpki.core.models import ApiTokenRecord
+from iotpki.core.monitoring import FindingRecord
 from iotpki.errors import RequestError
-from iotpki.monitoring.records import FindingRecord
 from iotpki.monitoring.report import build_report
 from iotpki.monitoring.service import Monitor
+from iotpki.protocols.http import blocking
 
 __all__ = ["monitoring_api_routes"]
 
@@ -54,7 +54,7 @@ class MonitoringApi:
         """POST /usage/events: a batch of connection reports."""
         limit = _EVENT_BYTES * self.monitor.settings.ingest_max_events + 1024
         body = await _json_body(request, limit)
-        count = await run_in_threadpool(self.monitor.ingest, f"reporter:{caller.token_id}", body)
+        count = await blocking(self.monitor.ingest, f"reporter:{caller.token_id}", body)
         return JSONResponse({"accepted": count}, status_code=202)
 
     async def findings(self, request: Request, caller: ApiTokenRecord) -> Response:
@@ -68,18 +68,18 @@ class MonitoringApi:
             raise RequestError("check must be a check name", field="check")
         limit = _int_param(params.get("limit"), "limit", 100, 500)
         offset = _int_param(params.get("offset"), "offset", 0, 10_000_000)
-        rows = await run_in_threadpool(
-            lambda: self.monitor.store.list_findings(
+        rows = await blocking(
+            lambda: self.monitor.findings(
                 status=status, check=check, limit=max(limit, 1), offset=offset
             )
         )
-        await run_in_threadpool(self.api._audit_read, caller, "findings.list", "")
+        await blocking(self.api._audit_read, caller, "findings.list", "")
         return JSONResponse({"items": [_finding_json(f) for f in rows]})
 
     async def report(self, request: Request, caller: ApiTokenRecord) -> Response:
         """GET /report: the compliance report as JSON."""
-        data = await run_in_threadpool(build_report, self.monitor)
-        await run_in_threadpool(self.api._audit_read, caller, "report.read", "")
+        data = await blocking(build_report, self.monitor)
+        await blocking(self.api._audit_read, caller, "report.read", "")
         return JSONResponse(data)
 
 

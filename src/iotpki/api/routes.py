@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -33,7 +32,7 @@ from iotpki.core.models import (
 from iotpki.core.policy import parse_duration
 from iotpki.errors import AuthError, ConfigError, IotpkiError, RequestError
 from iotpki.protocols.access import client_address
-from iotpki.protocols.http import read_body
+from iotpki.protocols.http import blocking, read_body
 
 __all__ = ["api_routes", "certificate_json"]
 
@@ -164,12 +163,12 @@ class AdminApi:
         async def wrapped(request: Request) -> Response:
             actor = "api:anonymous"
             try:
-                caller = await run_in_threadpool(self._authenticate, request)
+                caller = await blocking(self._authenticate, request)
                 actor = f"api:{caller.token_id}"
                 access.authorize(caller.role, action)
                 return await handler(request, caller)
             except IotpkiError as exc:
-                await run_in_threadpool(
+                await blocking(
                     self.authority.audit_refusal,
                     exc,
                     source=client_address(request),
@@ -193,7 +192,7 @@ class AdminApi:
         """POST /certificates: issue from a PEM CSR."""
         data = await _json_body(request)
         csr = load_csr((_str_field(data, "csr", required=True) or "").encode())
-        issued = await run_in_threadpool(
+        issued = await blocking(
             lambda: self.authority.issue(
                 csr,
                 profile=_str_field(data, "profile") or "device",
@@ -224,10 +223,10 @@ class AdminApi:
             limit=_int_param(params.get("limit"), "limit", 100, _MAX_PAGE),
             offset=_int_param(params.get("offset"), "offset", 0, 10_000_000),
         )
-        records = await run_in_threadpool(self.authority.search, query)
-        await run_in_threadpool(self._audit_read, caller, "certificates.list", "")
+        records = await blocking(self.authority.search, query)
+        await blocking(self._audit_read, caller, "certificates.list", "")
         now = self._now()
-        attested = await run_in_threadpool(self.authority.attested, records)
+        attested = await blocking(self.authority.attested, records)
         return JSONResponse(
             {
                 "items": [
@@ -240,11 +239,11 @@ class AdminApi:
     async def show_certificate(self, request: Request, caller: ApiTokenRecord) -> Response:
         """GET /certificates/{serial}."""
         serial = request.path_params["serial"]
-        record = await run_in_threadpool(
+        record = await blocking(
             lambda: self.authority.get(serial, ca=request.query_params.get("ca"))
         )
-        await run_in_threadpool(self._audit_read, caller, "certificates.show", record.serial)
-        attested = await run_in_threadpool(self.authority.attested, [record])
+        await blocking(self._audit_read, caller, "certificates.show", record.serial)
+        attested = await blocking(self.authority.attested, [record])
         body = certificate_json(record, self._now(), attested=bool(attested))
         body["certificate"] = pem([record.certificate]).decode()
         return JSONResponse(body)
@@ -259,7 +258,7 @@ class AdminApi:
             raise RequestError(
                 f"unknown revocation reason {reason_name!r}", field="reason"
             ) from exc
-        record = await run_in_threadpool(
+        record = await blocking(
             lambda: self.authority.revoke(
                 request.path_params["serial"],
                 reason=reason,
@@ -270,7 +269,7 @@ class AdminApi:
                 actor=f"api:{caller.token_id}",
             )
         )
-        attested = await run_in_threadpool(self.authority.attested, [record])
+        attested = await blocking(self.authority.attested, [record])
         return JSONResponse(certificate_json(record, self._now(), attested=bool(attested)))
 
     async def renew(self, request: Request, caller: ApiTokenRecord) -> Response:
@@ -278,7 +277,7 @@ class AdminApi:
         data = await _json_body(request)
         csr_text = _str_field(data, "csr")
         csr = load_csr(csr_text.encode()) if csr_text else None
-        issued = await run_in_threadpool(
+        issued = await blocking(
             lambda: self.authority.renew(
                 request.path_params["serial"],
                 csr=csr,
@@ -287,7 +286,7 @@ class AdminApi:
                 actor=f"api:{caller.token_id}",
             )
         )
-        attested = await run_in_threadpool(self.authority.attested, [issued.record])
+        attested = await blocking(self.authority.attested, [issued.record])
         body = certificate_json(issued.record, self._now(), attested=bool(attested))
         body["certificate"] = pem([issued.certificate]).decode()
         body["chain"] = pem(issued.chain).decode()
@@ -295,15 +294,15 @@ class AdminApi:
 
     async def list_cas(self, request: Request, caller: ApiTokenRecord) -> Response:
         """GET /cas, with each CA's expiry."""
-        cas = await run_in_threadpool(self.authority.list_cas)
-        await run_in_threadpool(self._audit_read, caller, "cas.list", "")
+        cas = await blocking(self.authority.list_cas)
+        await blocking(self._audit_read, caller, "cas.list", "")
         now = self._now()
         return JSONResponse({"items": [_ca_json(ca, now) for ca in cas]})
 
     async def show_ca(self, request: Request, caller: ApiTokenRecord) -> Response:
         """GET /cas/{name}."""
-        ca = await run_in_threadpool(self.authority.get_ca, request.path_params["name"])
-        await run_in_threadpool(self._audit_read, caller, "cas.show", ca.name)
+        ca = await blocking(self.authority.get_ca, request.path_params["name"])
+        await blocking(self._audit_read, caller, "cas.show", ca.name)
         return JSONResponse(_ca_json(ca, self._now()))
 
     async def create_token(self, request: Request, caller: ApiTokenRecord) -> Response:
@@ -314,7 +313,7 @@ class AdminApi:
             role = Role(role_name)
         except ValueError as exc:
             raise RequestError(f"unknown role {role_name!r}", field="role") from exc
-        token, record = await run_in_threadpool(
+        token, record = await blocking(
             lambda: access.create_token(
                 self.authority.store,
                 self.authority.clock,
@@ -329,13 +328,13 @@ class AdminApi:
 
     async def list_tokens(self, request: Request, caller: ApiTokenRecord) -> Response:
         """GET /tokens: every token, revoked ones included (admin only); never a secret."""
-        records = await run_in_threadpool(access.list_tokens, self.authority.store)
-        await run_in_threadpool(self._audit_read, caller, "tokens.list", "")
+        records = await blocking(access.list_tokens, self.authority.store)
+        await blocking(self._audit_read, caller, "tokens.list", "")
         return JSONResponse({"items": [_token_json(r) for r in records]})
 
     async def revoke_token(self, request: Request, caller: ApiTokenRecord) -> Response:
         """DELETE /tokens/{token_id}: revoke at once, with its dashboard sessions (admin only)."""
-        record = await run_in_threadpool(
+        record = await blocking(
             lambda: access.revoke_token(
                 self.authority.store,
                 self.authority.clock,
@@ -350,10 +349,8 @@ class AdminApi:
         from iotpki.core.audit import verify_chain
 
         store = self.authority.store
-        report = await run_in_threadpool(
-            lambda: verify_chain(store.audit_events(), store.audit_head())
-        )
-        await run_in_threadpool(self._audit_read, caller, "audit.verify", "")
+        report = await blocking(lambda: verify_chain(store.audit_events(), store.audit_head()))
+        await blocking(self._audit_read, caller, "audit.verify", "")
         return JSONResponse(
             {
                 "ok": report.ok,

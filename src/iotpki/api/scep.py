@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -17,6 +16,7 @@ from iotpki.api.routes import AdminApi, _json_body, _lifetime, _str_field
 from iotpki.core.models import ApiTokenRecord, ScepTransactionRecord
 from iotpki.core.scep import ScepResult, ScepService
 from iotpki.errors import RequestError
+from iotpki.protocols.http import blocking
 
 __all__ = ["scep_api_routes", "transaction_json"]
 
@@ -56,7 +56,7 @@ class ScepApi:
             raise RequestError("field 'approval' must be true or false", field="approval")
         lifetime = _lifetime(_str_field(data, "expires") or "24h")
         assert lifetime is not None
-        secret, record = await run_in_threadpool(
+        secret, record = await blocking(
             lambda: self.service.create_challenge(
                 _str_field(data, "device_id", required=True) or "",
                 actor=f"api:{caller.token_id}",
@@ -82,12 +82,12 @@ class ScepApi:
         status = request.query_params.get("status")
         if status is not None and status not in _STATUSES:
             raise RequestError("status must be pending, success or failure", field="status")
-        records = await run_in_threadpool(self.service.transactions, status)
+        records = await blocking(self.service.transactions, status)
         return JSONResponse({"items": [transaction_json(r) for r in records]})
 
     async def _decide(self, request: Request, caller: ApiTokenRecord, approve: bool) -> Response:
         params = request.path_params
-        result: ScepResult = await run_in_threadpool(
+        result: ScepResult = await blocking(
             lambda: self.service.decide(
                 params["ca"],
                 params["transaction_id"],

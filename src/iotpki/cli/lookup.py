@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from iotpki.core.encoding import parse_serial
 from iotpki.core.models import CertificateRecord
+from iotpki.core.monitoring import InventoryFilter, InventoryRow
 from iotpki.errors import Conflict, NotFound
 from iotpki.installation import Installation
-from iotpki.monitoring.records import InventoryFilter, InventoryRow
 from iotpki.store.inventory import SqlInventoryStore
 
 __all__ = ["find_certificate"]

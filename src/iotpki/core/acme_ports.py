@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from iotpki.core.models import AuditEvent, CertificateRecord, KeyAttestation
-from iotpki.core.ports import StoreTransaction
+from iotpki.core.models import CertificateRecord, KeyAttestation
+from iotpki.core.ports import AuditTx, StoreTransaction
 
 __all__ = [
     "AcmeAccount",
@@ -131,14 +131,8 @@ class RenewalOverride:
     actor: str = ""
 
 
-class AcmeTransaction(Protocol):
-    """Reads and writes of ACME state inside one database transaction."""
-
-    def append_audit(
-        self, time: datetime, actor: str, action: str, target: str, data: dict[str, object]
-    ) -> AuditEvent:
-        """Append one event to the audit chain in this transaction."""
-        ...
+class AcmeTransaction(AuditTx, Protocol):
+    """Reads and writes of ACME state inside one database transaction (audited in it)."""
 
     def get_certificate(self, ca_name: str | None, serial: str) -> CertificateRecord | None:
         """An issued certificate, to check ownership on revocation and renewal information."""
@@ -293,13 +287,7 @@ class AcmeTransaction(Protocol):
 
 
 class AcmeStore(Protocol):
-    """Durable ACME state.
-
-    ``offload`` says whether transactions wait on a database server, so that the adapter runs
-    them in worker threads; an embedded database's short transactions run in the caller.
-    """
-
-    offload: bool
+    """Durable ACME state."""
 
     def transaction(self, *, readonly: bool = False) -> AbstractContextManager[AcmeTransaction]:
         """A unit of work committed on normal exit and rolled back on an exception."""

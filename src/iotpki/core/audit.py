@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from iotpki.core.models import AuditEvent, RefusalCounter
-from iotpki.core.ports import StoreTransaction
+from iotpki.core.ports.audit import AuditTx, RefusalTx
 
 __all__ = [
     "GENESIS",
@@ -123,7 +123,7 @@ def source_key(address: str) -> str:
 
 
 def fold_refusal(
-    tx: StoreTransaction,
+    tx: RefusalTx,
     now: datetime,
     window: timedelta,
     *,
@@ -161,7 +161,7 @@ def fold_refusal(
     return tx.append_audit(now, actor, action, target, {**data, "source": source})
 
 
-def flush_refusals(tx: StoreTransaction, now: datetime, window: timedelta) -> int:
+def flush_refusals(tx: RefusalTx, now: datetime, window: timedelta) -> int:
     """Summarise and forget the counters whose window has closed; how many were summarised."""
     summarised = 0
     for counter in tx.closed_refusal_counters(now - window, _FLUSH_BATCH):
@@ -170,7 +170,7 @@ def flush_refusals(tx: StoreTransaction, now: datetime, window: timedelta) -> in
     return summarised
 
 
-def _summarise(tx: StoreTransaction, now: datetime, counter: RefusalCounter) -> int:
+def _summarise(tx: AuditTx, now: datetime, counter: RefusalCounter) -> int:
     """Write one entry for a window's repeated refusals (none when there were none)."""
     if counter.count == 0:
         return 0

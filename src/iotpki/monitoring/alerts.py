@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from iotpki.core.monitoring import Delivery, FindingChange
 from iotpki.core.ports import Clock
 from iotpki.egress import EgressPolicy, Resolver, resolve
 from iotpki.errors import ConfigError, PolicyViolation
-from iotpki.monitoring.records import Delivery, FindingChange
 from iotpki.store.monitoring import SqlMonitoringStore
 
 __all__ = ["Alerter", "next_attempt_delay", "sign_payload", "validate_webhook_url"]

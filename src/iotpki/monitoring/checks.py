@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from iotpki.core.models import CAKind, CARecord, CAStatus
-from iotpki.monitoring.records import Observation
+from iotpki.core.monitoring import Observation
 from iotpki.settings import ExpiryThresholds, MonitoringSettings
 from iotpki.store.monitoring import SqlMonitoringStore
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from cryptography import x509
 
 from iotpki.core.keyquality import KeyBlocklist, weaknesses
-from iotpki.monitoring.records import Observation
+from iotpki.core.monitoring import Observation
 from iotpki.store.monitoring import SqlMonitoringStore
 
 __all__ = ["key_observations", "scan_keys"]

@@ -20,6 +20,15 @@ from cryptography import x509
 from iotpki.core.audit import ChainReport, verify_chain
 from iotpki.core.authority import serial_hex
 from iotpki.core.keyquality import KeyBlocklist
+from iotpki.core.models import AuditEvent, LintFinding
+from iotpki.core.monitoring import (
+    Delivery,
+    FindingChange,
+    FindingRecord,
+    InventoryFilter,
+    InventoryRow,
+    UsageEvent,
+)
 from iotpki.core.policy import operational_profiles
 from iotpki.egress import EgressPolicy
 from iotpki.errors import ConfigError, Conflict, RequestError
@@ -30,7 +39,6 @@ from iotpki.monitoring import checks
 from iotpki.monitoring.alerts import Alerter, validate_webhook_url
 from iotpki.monitoring.keyquality import key_observations, scan_keys
 from iotpki.monitoring.metrics import Metrics
-from iotpki.monitoring.records import FindingChange, UsageEvent
 from iotpki.store.inventory import SqlInventoryStore
 from iotpki.store.monitoring import SqlMonitoringStore
 
@@ -299,6 +307,50 @@ class Monitor:
         ]
         self._stats = (time.monotonic(), stats)
         return stats
+
+    def inventory_page(
+        self, flt: InventoryFilter, now: datetime, *, before_id: int | None, limit: int
+    ) -> list[InventoryRow]:
+        """One page of the certificate inventory, newest first, older than ``before_id``."""
+        return self.inventory.search(flt, now, before_id=before_id, limit=limit)
+
+    def device_history(self, device_id: str, now: datetime) -> list[InventoryRow]:
+        """A device's certificates, newest first."""
+        return self.inventory.certificates_of_device(device_id, now)
+
+    def findings(
+        self,
+        *,
+        status: str | None = "open",
+        check: str | None = None,
+        serial: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[FindingRecord]:
+        """Findings, newest first, optionally of one status, check or certificate."""
+        return self.store.list_findings(
+            status=status, check=check, serial=serial, limit=limit, offset=offset
+        )
+
+    def open_findings_by_check(self) -> dict[tuple[str, str], int]:
+        """How many findings are open, per (check, severity)."""
+        return self.store.open_findings_by_check()
+
+    def usage_of(self, serial: str) -> list[UsageEvent]:
+        """The newest usage events of one certificate."""
+        return self.store.usage_of(serial)
+
+    def deliveries(self, limit: int) -> list[Delivery]:
+        """The newest alert deliveries."""
+        return self.store.list_deliveries(limit)
+
+    def audit_page(self, before_seq: int | None, limit: int) -> list[AuditEvent]:
+        """One page of the audit log, newest first, before ``before_seq``."""
+        return self.store.audit_page(before_seq, limit)
+
+    def lint_findings(self, ca_name: str, serial: str) -> list[LintFinding]:
+        """The lint findings kept for one certificate."""
+        return self.installation.store.lint_findings(ca_name, serial)
 
     def chain_status(self) -> ChainReport:
         """The audit chain's verification, cached for a minute."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cryptography.hazmat.primitives import serialization
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -12,6 +11,7 @@ from iotpki.core.authority import Authority
 from iotpki.core.policy import is_valid_name
 from iotpki.errors import NotFound
 from iotpki.protocols.access import log_access
+from iotpki.protocols.http import blocking
 
 __all__ = ["routes"]
 
@@ -25,7 +25,7 @@ def routes(authority: Authority) -> list[BaseRoute]:
             return PlainTextResponse("no such CA", status_code=404)
         log_access(request, "ca.certificate")
         try:
-            ca = await run_in_threadpool(authority.get_ca, name)
+            ca = await blocking(authority.get_ca, name)
         except NotFound:
             return PlainTextResponse("no such CA", status_code=404)
         if ca.certificate_der is None:

@@ -1,12 +1,30 @@
-"""HTTP helpers every adapter shares."""
+"""HTTP helpers every adapter shares, and the one way they run blocking work."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import anyio.to_thread
 from starlette.requests import Request
 
 from iotpki.errors import MalformedInput, RequestError
 
-__all__ = ["BodyTooLarge", "read_body"]
+__all__ = ["BodyTooLarge", "blocking", "read_body"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def blocking(work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Run blocking work (a store transaction, a signature) in a worker thread.
+
+    Every adapter calls the core through this, so that a transaction waiting on a lock never
+    holds the event loop. The threads are bounded by the serving loop's capacity limiter
+    (anyio's default, shared by every route of the server).
+    """
+    return await anyio.to_thread.run_sync(functools.partial(work, *args, **kwargs))
 
 
 class BodyTooLarge(RequestError):

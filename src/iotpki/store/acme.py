@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from iotpki.core.acme_ports import (
     AcmeAccount,
@@ -24,7 +21,6 @@ from iotpki.core.acme_ports import (
     RenewalOverride,
 )
 from iotpki.core.ports import StoreTransaction
-from iotpki.errors import BackendError, Conflict
 from iotpki.store import schema as s
 from iotpki.store.sql import SqlStore, SqlTransaction, _Raw
 
@@ -567,52 +563,19 @@ class SqlAcmeTransaction(SqlTransaction):
 
 
 class SqlAcmeStore:
-    """The ``AcmeStore`` port over the installation's ``SqlStore``.
-
-    On SQLite the adapter runs its transactions on the serving event loop's thread; that
-    thread keeps one connection out of the pool for them (checking a connection out and in
-    costs twice the transaction itself). Other threads, and a nested transaction, use the
-    pool as the rest of the installation does.
-    """
+    """The ``AcmeStore`` port over the installation's ``SqlStore``: its transactions, with its
+    locking and error mapping, seen as ACME transactions."""
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
-        # An embedded SQLite has one writer and short local transactions: they run best on the
-        # serving thread; a database server's round trips are waited for in worker threads.
+        # Whether transactions make round trips to a database server (not an embedded file).
         self.offload = store.dialect != "sqlite"
-        self._pinned: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connection] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _loop_connection(self) -> Connection | None:
-        """The connection kept for the event loop running in this thread, if any."""
-        if self.offload:
-            return None
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-        conn = self._pinned.get(loop)
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self._pinned[loop] = self._store.engine.connect()
-        return None if conn.in_transaction() else conn
 
     @contextmanager
     def transaction(self, *, readonly: bool = False) -> Iterator[SqlAcmeTransaction]:
         """A unit of work with the store's locking and error mapping."""
-        conn = self._loop_connection()
-        if conn is None:
-            with self._store.transaction(readonly=readonly) as tx:
-                yield SqlAcmeTransaction(tx._conn)
-            return
-        try:
-            conn.info["iotpki_immediate"] = not readonly
-            with conn.begin():
-                yield SqlAcmeTransaction(conn)
-        except IntegrityError as exc:
-            raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc
-        except OperationalError as exc:
-            raise BackendError(f"database unavailable: {exc.orig}") from exc
+        with self._store.transaction(readonly=readonly) as tx:
+            yield SqlAcmeTransaction(tx._conn)
 
     def joined(self, tx: StoreTransaction) -> SqlAcmeTransaction:
         """The ACME view of a store transaction in progress (e.g. the one recording a

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 
 from iotpki.core.models import CertStatus
-from iotpki.monitoring.records import InventoryFilter, InventoryRow
+from iotpki.core.monitoring import InventoryFilter, InventoryRow
 from iotpki.store import schema as s
 from iotpki.store.sql import SqlStore
 

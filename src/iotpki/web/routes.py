@@ -18,7 +18,6 @@ from urllib.parse import parse_qsl, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -26,14 +25,14 @@ from starlette.routing import BaseRoute, Route
 from iotpki.core import access
 from iotpki.core.encoding import pem
 from iotpki.core.models import RevocationReason
+from iotpki.core.monitoring import InventoryFilter
 from iotpki.core.signin import SignIn, Throttle
 from iotpki.errors import AuthError, Forbidden, IotpkiError, RateLimited, RequestError
 from iotpki.monitoring.charts import bar_chart, hbar_chart
-from iotpki.monitoring.records import InventoryFilter
 from iotpki.monitoring.report import build_report, render_html
 from iotpki.monitoring.service import Monitor
 from iotpki.protocols.access import client_address, log_access
-from iotpki.protocols.http import read_body
+from iotpki.protocols.http import blocking, read_body
 from iotpki.web.extensions import describe_extension
 from iotpki.web.session import COOKIE, Session
 
@@ -113,10 +112,10 @@ class Dashboard:
 
     async def _session(self, request: Request) -> Session | None:
         value = request.cookies.get(COOKIE)
-        return await run_in_threadpool(self.signin.resume, value) if value else None
+        return await blocking(self.signin.resume, value) if value else None
 
     async def _audit(self, actor: str, action: str, target: str, data: dict[str, object]) -> None:
-        await run_in_threadpool(self.authority.record_event, actor, action, target[:256], data)
+        await blocking(self.authority.record_event, actor, action, target[:256], data)
 
     async def _refused(
         self,
@@ -127,7 +126,7 @@ class Dashboard:
         extra: dict[str, object] | None = None,
     ) -> None:
         """Audit the refusal of an anonymous request, folded per source."""
-        await run_in_threadpool(
+        await blocking(
             self.authority.audit_refusal,
             exc,
             source=client_address(request),
@@ -202,7 +201,7 @@ class Dashboard:
         target = _safe_next(form.get("next"))
         source = client_address(request)
         try:
-            session_id, _ = await run_in_threadpool(self._credentials, form, source)
+            session_id, _ = await blocking(self._credentials, form, source)
         except RateLimited as exc:
             message = "Too many failed sign-ins; try again later."
             response = self._render("login.html", None, 429, error=message, next=target)
@@ -236,7 +235,7 @@ class Dashboard:
     async def logout(self, request: Request, session: Session) -> Response:
         """POST /ui/logout: the server-side session ends at once."""
         value = request.cookies.get(COOKIE, "")
-        await run_in_threadpool(self.signin.end, value, f"ui:{session.subject}")
+        await blocking(self.signin.end, value, f"ui:{session.subject}")
         response = RedirectResponse("/ui/login", 303, headers=_HEADERS)
         response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
         return response
@@ -245,9 +244,9 @@ class Dashboard:
 
     async def overview(self, request: Request, session: Session) -> Response:
         """GET /: counts, expiry timeline, CA health, revocation publication, findings."""
-        stats = await run_in_threadpool(self.monitor.overview)
+        stats = await blocking(self.monitor.overview)
         now = self.authority.clock.now()
-        cas = await run_in_threadpool(self.authority.list_cas)
+        cas = await blocking(self.authority.list_cas)
         ca_rows = []
         for ca in cas:
             row: dict[str, Any] = {"name": ca.name, "kind": ca.kind, "status": ca.status}
@@ -255,10 +254,10 @@ class Dashboard:
                 not_after = ca.certificate.not_valid_after_utc
                 row |= {"not_after": not_after, "days": (not_after - now).days}
             ca_rows.append(row)
-        publication = await run_in_threadpool(
+        publication = await blocking(
             self._publication, [ca.name for ca in cas if ca.key_ref is not None]
         )
-        findings = await run_in_threadpool(self.monitor.store.open_findings_by_check)
+        findings = await blocking(self.monitor.open_findings_by_check)
         timeline = bar_chart(
             [(start.strftime("%m-%d"), n) for start, n in stats["timeline"]],
             title="Certificates expiring per week, next 26 weeks (the PKI's own not counted)",
@@ -322,8 +321,8 @@ class Dashboard:
         )
         size = int(size_text)
         now = self.authority.clock.now()
-        rows = await run_in_threadpool(
-            lambda: self.monitor.inventory.search(
+        rows = await blocking(
+            lambda: self.monitor.inventory_page(
                 flt, now, before_id=int(before_text) if before_text else None, limit=size + 1
             )
         )
@@ -346,24 +345,19 @@ class Dashboard:
     async def certificate(self, request: Request, session: Session) -> Response:
         """GET /ui/certificates/{ca}/{serial}: detail, chain, lint, usage, device history."""
         ca, serial = request.path_params["ca"], request.path_params["serial"]
-        record = await run_in_threadpool(lambda: self.authority.get(serial, ca=ca))
+        record = await blocking(lambda: self.authority.get(serial, ca=ca))
         cert = record.certificate
         now = self.authority.clock.now()
-        chain = await run_in_threadpool(self.authority.chain, record.ca_name)
-        store = self.monitor.store
-        lint = await run_in_threadpool(
-            self.authority.store.lint_findings, record.ca_name, record.serial
-        )
+        chain = await blocking(self.authority.chain, record.ca_name)
+        lint = await blocking(self.monitor.lint_findings, record.ca_name, record.serial)
         history = (
-            await run_in_threadpool(
-                self.monitor.inventory.certificates_of_device, record.device_id, now
-            )
+            await blocking(self.monitor.device_history, record.device_id, now)
             if record.device_id
             else []
         )
-        usage = await run_in_threadpool(store.usage_of, record.serial)
-        findings = await run_in_threadpool(
-            lambda: store.list_findings(status=None, serial=record.serial, limit=50)
+        usage = await blocking(self.monitor.usage_of, record.serial)
+        findings = await blocking(
+            lambda: self.monitor.findings(status=None, serial=record.serial, limit=50)
         )
         extensions = [
             {
@@ -401,7 +395,7 @@ class Dashboard:
             reason = RevocationReason(form.get("reason", ""))
         except ValueError as exc:
             raise RequestError("unknown revocation reason", field="reason") from exc
-        record = await run_in_threadpool(
+        record = await blocking(
             lambda: self.authority.revoke(
                 serial, reason=reason, ca=ca, actor=f"ui:{session.subject}"
             )
@@ -416,8 +410,8 @@ class Dashboard:
         if before_text is not None and (not before_text.isdigit() or len(before_text) > 18):
             raise RequestError("before must be a sequence number", field="before")
         before = int(before_text) if before_text else None
-        events = await run_in_threadpool(self.monitor.store.audit_page, before, 100)
-        chain = await run_in_threadpool(self.monitor.chain_status)
+        events = await blocking(self.monitor.audit_page, before, 100)
+        chain = await blocking(self.monitor.chain_status)
         next_url = f"/ui/audit?before={events[-1].seq}" if len(events) == 100 else None
         return self._render("audit.html", session, events=events, chain=chain, next_url=next_url)
 
@@ -426,17 +420,15 @@ class Dashboard:
         status = request.query_params.get("status", "open")
         if status not in ("open", "resolved"):
             raise RequestError("status must be open or resolved", field="status")
-        rows = await run_in_threadpool(
-            lambda: self.monitor.store.list_findings(status=status, limit=500)
-        )
-        deliveries = await run_in_threadpool(self.monitor.store.list_deliveries, 20)
+        rows = await blocking(lambda: self.monitor.findings(status=status, limit=500))
+        deliveries = await blocking(self.monitor.deliveries, 20)
         return self._render(
             "findings.html", session, findings=rows, status=status, deliveries=deliveries
         )
 
     async def report(self, request: Request, session: Session) -> Response:
         """GET /ui/report (HTML) and /ui/report.json."""
-        data = await run_in_threadpool(build_report, self.monitor)
+        data = await blocking(build_report, self.monitor)
         if request.url.path.endswith(".json"):
             return JSONResponse(data, headers=_HEADERS)
         return HTMLResponse(render_html(data), headers=_HEADERS)

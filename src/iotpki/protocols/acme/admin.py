@@ -10,7 +10,6 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -22,7 +21,7 @@ from iotpki.core.models import ApiTokenRecord
 from iotpki.core.policy import parse_duration
 from iotpki.errors import ConfigError, MalformedInput, RequestError
 from iotpki.protocols.acme import eab, renewal
-from iotpki.protocols.http import read_body
+from iotpki.protocols.http import blocking, read_body
 
 __all__ = ["acme_admin_routes"]
 
@@ -82,7 +81,7 @@ class AcmeAdmin:
         patterns = data.get("device_patterns", [])
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
             raise RequestError("device_patterns must be a list of strings")
-        credential, key = await run_in_threadpool(
+        credential, key = await blocking(
             lambda: eab.create(
                 self.store,
                 now=self.authority.clock.now(),
@@ -105,8 +104,8 @@ class AcmeAdmin:
             with self.store.transaction(readonly=True) as tx:
                 return [eab.credential_json(c) for c in tx.list_eab()]
 
-        items = await run_in_threadpool(load)
-        await run_in_threadpool(
+        items = await blocking(load)
+        await blocking(
             self.authority.record_event, f"api:{caller.token_id}", "api.acme.eab.list", "", {}
         )
         return JSONResponse({"items": items})
@@ -114,7 +113,7 @@ class AcmeAdmin:
     async def revoke_eab(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /acme/eab/{key_id}/revoke: withdraw an unused credential."""
         key_id = request.path_params["key_id"]
-        await run_in_threadpool(
+        await blocking(
             lambda: eab.revoke(
                 self.store, key_id, now=self.authority.clock.now(), actor=f"api:{caller.token_id}"
             )
@@ -124,7 +123,7 @@ class AcmeAdmin:
     async def advance_renewal(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /acme/renewal-info/advance: pull renewal windows forward (RFC 9773)."""
         data = await json_body(request)
-        override = await run_in_threadpool(
+        override = await blocking(
             lambda: renewal.advance(
                 self.store,
                 now=self.authority.clock.now(),

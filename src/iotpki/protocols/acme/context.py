@@ -14,7 +14,6 @@ from typing import ParamSpec, TypeVar
 
 from cryptography import x509
 from jwcrypto import jwk as jose_jwk
-from starlette.concurrency import run_in_threadpool
 
 from iotpki.core.acme_ports import AcmeStore
 from iotpki.core.authority import Authority
@@ -22,6 +21,7 @@ from iotpki.protocols.acme.challenges import ValidationSettings, Validator
 from iotpki.protocols.acme.nonces import NonceTable
 from iotpki.protocols.acme.ratelimits import SlidingWindow
 from iotpki.protocols.acme.validation import ValidationQueue
+from iotpki.protocols.http import blocking
 
 __all__ = ["AcmeConfig", "AcmeContext", "new_id"]
 
@@ -95,11 +95,9 @@ class AcmeContext:
         return self.authority.clock.now()
 
     async def run(self, work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        """Run blocking store work: in a worker thread when the store waits on a database
-        server, otherwise here (an embedded database's short transactions, one writer)."""
-        if self.store.offload:
-            return await run_in_threadpool(work, *args, **kwargs)
-        return work(*args, **kwargs)
+        """Run store work and signing off the event loop, as every adapter does: a write
+        waiting on the database lock (SQLite's busy timeout) must not freeze the listener."""
+        return await blocking(work, *args, **kwargs)
 
     def chains(self, ca_name: str, build: Callable[[str], list[bytes]]) -> list[bytes]:
         """The PEM chains above a CA's certificates (default first, then alternates), built

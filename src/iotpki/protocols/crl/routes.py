@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Protocol
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -20,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from iotpki.core.policy import is_valid_name
 from iotpki.core.publication import CrlKind, CrlRecord
 from iotpki.protocols.access import log_access
+from iotpki.protocols.http import blocking
 
 __all__ = ["MEDIA_TYPE", "CrlSource", "crl_headers", "resolve_name", "routes"]
 
@@ -82,9 +82,7 @@ def routes(source: CrlSource) -> list[BaseRoute]:
         if resolved is None:
             return PlainTextResponse("no such CRL", status_code=404)
         ca_name, kind = resolved
-        record = source.cached_crl(ca_name, kind) or await run_in_threadpool(
-            source.load_crl, ca_name, kind
-        )
+        record = source.cached_crl(ca_name, kind) or await blocking(source.load_crl, ca_name, kind)
         if record is None or record.der is None:
             return PlainTextResponse("no CRL published yet", status_code=404)
         headers = crl_headers(record, source.now(), source.crl_max_age(ca_name))

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -36,7 +35,7 @@ from iotpki.errors import AuthError, IotpkiError, NotFound, RateLimited
 from iotpki.protocols.access import client_address, log_access
 from iotpki.protocols.client_cert import ClientCertSource
 from iotpki.protocols.est import messages
-from iotpki.protocols.http import read_body
+from iotpki.protocols.http import blocking, read_body
 
 __all__ = ["EstEndpoints", "est_routes"]
 
@@ -84,7 +83,7 @@ class EstEndpoints:
             try:
                 return await handler(request, label)
             except IotpkiError as exc:
-                await run_in_threadpool(
+                await blocking(
                     self.authority.audit_refusal,
                     exc,
                     source=client_address(request),
@@ -119,7 +118,7 @@ class EstEndpoints:
     async def cacerts(self, request: Request, label: str | None) -> Response:
         """RFC 7030 section 4.1: the CA chain, root last, and any rollover CA certificates."""
         log_access(request, "est.cacerts")
-        certs = await run_in_threadpool(self._cacerts, label)
+        certs = await blocking(self._cacerts, label)
         return Response(
             messages.b64_body(messages.certs_only(certs)),
             media_type=messages.CERTS_ONLY,
@@ -178,7 +177,7 @@ class EstEndpoints:
         return await self._enroll(request, label, server_key=True)
 
     async def _enroll(self, request: Request, label: str | None, *, server_key: bool) -> Response:
-        profile, ca = await run_in_threadpool(self._target, label)
+        profile, ca = await blocking(self._target, label)
         csr = await self._read_csr(request)
 
         def run() -> Issued | Pending | tuple[Issued, CertificateIssuerPrivateKeyTypes]:
@@ -187,7 +186,7 @@ class EstEndpoints:
                 enrollee, csr, profile=profile, ca=ca, server_key=server_key
             )
 
-        result = await run_in_threadpool(run)
+        result = await blocking(run)
         if isinstance(result, Pending):
             # RFC 7030 section 4.2.3: 202 with Retry-After until the request is decided.
             return PlainTextResponse(
@@ -217,7 +216,7 @@ class EstEndpoints:
             current = self._authorize(request, CurrentCertificate(cert))
             return self.enrollment.reenroll(current, csr)
 
-        return _issued_response(await run_in_threadpool(run))
+        return _issued_response(await blocking(run))
 
 
 def _issued_response(issued: Issued) -> Response:

@@ -12,7 +12,6 @@ import logging
 from datetime import datetime
 from email.utils import format_datetime
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -27,7 +26,7 @@ from iotpki.core.revocation import (
     ocsp_error,
 )
 from iotpki.errors import BackendError, IotpkiError, MalformedInput
-from iotpki.protocols.http import BodyTooLarge, read_body
+from iotpki.protocols.http import BodyTooLarge, blocking, read_body
 from iotpki.protocols.ocsp.messages import decode_get_path, parse_request
 
 __all__ = ["MEDIA_TYPE", "OcspEndpoint", "OcspFastPath", "routes"]
@@ -226,23 +225,21 @@ def routes(endpoint: OcspEndpoint) -> list[BaseRoute]:
         try:
             body = await read_body(request, _MAX_BODY)
         except BodyTooLarge as exc:
-            await run_in_threadpool(endpoint.refuse, exc, OCSP_STATUS_MALFORMED, peer(request))
+            await blocking(endpoint.refuse, exc, OCSP_STATUS_MALFORMED, peer(request))
             return PlainTextResponse(exc.message, status_code=413)
         except MalformedInput as exc:
-            return await run_in_threadpool(
-                endpoint.refuse, exc, OCSP_STATUS_MALFORMED, peer(request)
-            )
+            return await blocking(endpoint.refuse, exc, OCSP_STATUS_MALFORMED, peer(request))
         hit = endpoint.fast(body)
         if hit is not None:
             return hit
-        return await run_in_threadpool(endpoint.slow, body, body, peer(request))
+        return await blocking(endpoint.slow, body, body, peer(request))
 
     async def get(request: Request) -> Response:
         encoded: str = request.path_params["encoded"]
         hit = endpoint.fast(encoded)
         if hit is not None:
             return hit
-        return await run_in_threadpool(endpoint.slow, encoded, None, peer(request))
+        return await blocking(endpoint.slow, encoded, None, peer(request))
 
     return [
         Route("/ocsp", post, methods=["POST"]),

@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from iotpki.errors import IotpkiError, MalformedInput, RequestError
-from iotpki.protocols.http import read_body
+from iotpki.protocols.http import blocking, read_body
 from iotpki.protocols.scep.responder import ScepResponder, ScepResponse
 
 __all__ = ["BODY_LIMIT", "routes"]
@@ -50,18 +49,18 @@ def routes(responder: ScepResponder) -> list[BaseRoute]:
         message = request.query_params.get("message")
         try:
             if operation == "GetCACaps":
-                return send(await run_in_threadpool(responder.get_ca_caps, message, actor))
+                return send(await blocking(responder.get_ca_caps, message, actor))
             if operation == "GetCACert":
-                return send(await run_in_threadpool(responder.get_ca_cert, message, actor))
+                return send(await blocking(responder.get_ca_cert, message, actor))
             if operation != "PKIOperation":
                 raise RequestError(f"unknown operation {operation[:64]!r}")
             if request.method == "POST":
                 der = await read_body(request, BODY_LIMIT)
             else:
                 der = _message_param(request)
-            return send(await run_in_threadpool(responder.pki_operation, der, actor))
+            return send(await blocking(responder.pki_operation, der, actor))
         except IotpkiError as exc:
-            answer = await run_in_threadpool(responder.refuse, exc, operation[:64], actor)
+            answer = await blocking(responder.refuse, exc, operation[:64], actor)
             return send(answer)
 
     return [Route("/scep", scep, methods=["GET", "POST"])]

@@ -1,4 +1,4 @@
-"""Plain records of the monitoring layer: observations, findings, usage events, deliveries."""
+"""Plain records of monitoring: observations, findings, usage events, deliveries, inventory."""
 
 from __future__ import annotations
 
