@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
@@ -50,6 +49,7 @@ from iotpki.core.models import (
     SecretLockout,
 )
 from iotpki.core.ports import StoreTransaction
+from iotpki.core.x509util import issued_by
 from iotpki.errors import (
     AuthError,
     Conflict,
@@ -121,16 +121,6 @@ def idevid_identity(cert: x509.Certificate) -> str | None:
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 class Enrollment:
@@ -373,7 +363,7 @@ class Enrollment:
             self._store.transaction(readonly=True) as tx,
         ):
             issuer = next(
-                (b for b in tx.list_bootstrap_cas() if _issued_by(cert, b.certificate)), None
+                (b for b in tx.list_bootstrap_cas() if issued_by(cert, b.certificate)), None
             )
             if issuer is None:
                 raise AuthError("the client certificate is not from a trusted bootstrap CA")
@@ -494,7 +484,7 @@ class Enrollment:
                     (
                         ca
                         for ca in tx.list_cas()
-                        if ca.certificate_der is not None and _issued_by(cert, ca.certificate)
+                        if ca.certificate_der is not None and issued_by(cert, ca.certificate)
                     ),
                     None,
                 )
