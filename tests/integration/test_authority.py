@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
+)
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import delete, func, select, update
+from cryptography.utils import Buffer
+from sqlalchemy import delete, event, func, select, update
 
 from iotpki.core.audit import verify_chain
+from iotpki.core.authority import Authority, AuthorityConfig
 from iotpki.core.models import (
     CAStatus,
     CertificateQuery,
     CertStatus,
     KeyAlgorithm,
+    LintFinding,
     RevocationReason,
 )
+from iotpki.core.ports import KeyBackend
 from iotpki.errors import (
     BadSignature,
     ConfigError,
@@ -29,7 +40,8 @@ from iotpki.errors import (
     PolicyViolation,
 )
 from iotpki.installation import Installation
-from iotpki.store import schema
+from iotpki.keys.held import HeldEcKey
+from iotpki.store import SqlStore, schema
 
 from conftest import ManualClock, device_csr, make_installation
 
@@ -263,3 +275,115 @@ def test_every_ca_algorithm_issues_linted_certificates(
     issued.chain[1].verify_directly_issued_by(inst.authority.chain("issuing")[-1])
     inst.authority.lint_pending()
     assert inst.authority.get(issued.record.serial).lint_status == "pass"
+
+
+class _CountingKey(HeldEcKey):
+    """A CA key that counts its signatures (as an HSM would bill them)."""
+
+    where = "test"
+    export_refusal = "is counted"
+
+    def __init__(self, inner: ec.EllipticCurvePrivateKey, counter: list[int]) -> None:
+        super().__init__("counted", inner.public_key())
+        self._inner = inner
+        self._counter = counter
+
+    def sign(self, data: Buffer, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+        self._counter.append(1)
+        return self._inner.sign(data, signature_algorithm)
+
+
+class _CountingBackend:
+    """The installation's file backend, with every signer counted."""
+
+    name = "file"
+
+    def __init__(self, inner: KeyBackend) -> None:
+        self._inner = inner
+        self.signatures: list[int] = []
+
+    def generate(self, label: str, algorithm: KeyAlgorithm) -> str:
+        return self._inner.generate(label, algorithm)
+
+    def signer(self, key_ref: str) -> CertificateIssuerPrivateKeyTypes:
+        key = self._inner.signer(key_ref)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return _CountingKey(key, self.signatures)
+
+    def public_key(self, key_ref: str) -> CertificateIssuerPublicKeyTypes:
+        return self._inner.public_key(key_ref)
+
+
+class _RecordingLinter:
+    """Keeps every draft it lints; fails those whose subject is ``CN=lint-me``."""
+
+    def __init__(self) -> None:
+        self.drafts: list[x509.Certificate] = []
+
+    def lint(self, der: bytes) -> list[LintFinding]:
+        draft = x509.load_der_x509_certificate(der)
+        self.drafts.append(draft)
+        if draft.subject.rfc4514_string() == "CN=lint-me":
+            return [LintFinding("ERROR", "test.failure", "tbsCertificate", "refused by the test")]
+        return []
+
+
+def _linted_authority(
+    inst: Installation, clock: ManualClock
+) -> tuple[Authority, _CountingBackend, _RecordingLinter]:
+    backend = _CountingBackend(inst.keys["file"])
+    linter = _RecordingLinter()
+    profiles = {
+        name: replace(profile, lint="always")
+        for name, profile in inst.settings.resolved_profiles().items()
+    }
+    config = AuthorityConfig(public_base_url="http://pki.test", profiles=profiles)
+    return (
+        Authority(inst.store, {"file": backend}, config, clock=clock, linter=linter),
+        backend,
+        linter,
+    )
+
+
+def test_lint_failure_never_reaches_the_ca_key(inst: Installation, clock: ManualClock) -> None:
+    authority, backend, linter = _linted_authority(inst, clock)
+    with pytest.raises(PolicyViolation, match=r"pre-issuance lint failed: test\.failure"):
+        authority.issue(device_csr("lint-me"), profile="device", actor="t")
+    assert linter.drafts  # the template and the refused draft were linted
+    assert backend.signatures == []  # and the CA key signed nothing
+
+
+def test_the_linted_draft_is_the_issued_certificate(inst: Installation, clock: ManualClock) -> None:
+    authority, backend, linter = _linted_authority(inst, clock)
+    issued = authority.issue(device_csr("dev-9"), profile="device", actor="t")
+    draft = linter.drafts[-1]
+    assert backend.signatures == [1]
+    assert draft.serial_number == issued.certificate.serial_number
+    assert draft.tbs_certificate_bytes == issued.certificate.tbs_certificate_bytes
+
+
+def test_reads_pass_a_held_write_lock(inst: Installation) -> None:
+    issued = inst.authority.issue(device_csr("dev-1"), profile="device", actor="t")
+    store = SqlStore(str(inst.store.engine.url))
+
+    @event.listens_for(store.engine, "connect")
+    def _short_wait(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA busy_timeout=50")  # a write would fail fast, not hang
+
+    config = AuthorityConfig(public_base_url="http://pki.test")
+    authority = Authority(store, inst.keys, config)
+    writer = sqlite3.connect(store.engine.url.database or "", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock throughout
+    try:
+        assert [ca.name for ca in authority.list_cas()] == ["root", "issuing"]
+        assert authority.get_ca("issuing").status is CAStatus.ACTIVE
+        assert len(authority.chain("issuing")) == 2
+        assert authority.get(issued.record.serial).device_id == "dev-1"
+        assert [r.serial for r in authority.search(CertificateQuery(device_id="dev-1"))] == [
+            issued.record.serial
+        ]
+        assert authority.attested([issued.record]) == set()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        store.dispose()

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -32,6 +31,7 @@ from iotpki.agent.config import AgentConfig
 from iotpki.agent.store import Identity, IdentityStore, pem
 from iotpki.core.keytypes import generate_private_key, signature_hash
 from iotpki.core.models import KeyAlgorithm
+from iotpki.core.x509util import issued_by
 from iotpki.errors import ConfigError, IotpkiError
 
 if TYPE_CHECKING:
@@ -111,16 +111,6 @@ def _fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(_DER)).hexdigest()
 
 
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def accept_anchors(
     trusted: Sequence[x509.Certificate],
     offered: Sequence[x509.Certificate],
@@ -139,13 +129,13 @@ def accept_anchors(
         grew = False
         for cert in list(pending):
             ok = (pinned is not None and _fingerprint(cert) == pinned.lower()) or any(
-                _signed_by(cert, anchor) for anchor in accepted
+                issued_by(cert, anchor) for anchor in accepted
             )
             if not ok and cert.issuer == cert.subject:
                 ok = any(
                     a.subject == cert.subject and a.public_key() == cert.public_key()
                     for a in accepted
-                ) and _signed_by(cert, cert)
+                ) and issued_by(cert, cert)
             if ok:
                 accepted.append(cert)
                 pending.remove(cert)
@@ -399,7 +389,7 @@ class Agent:
         chain: list[x509.Certificate] = []
         current = cert
         while current.issuer != current.subject:
-            issuer = next((a for a in anchors if _signed_by(current, a)), None)
+            issuer = next((a for a in anchors if issued_by(current, a)), None)
             if issuer is None:
                 raise ConfigError("the new certificate does not chain to a trusted CA")
             if issuer.issuer == issuer.subject or issuer in chain:

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
+from iotpki.core.x509util import issued_by
 from iotpki.errors import AttestationRejected
 
 __all__ = [
@@ -383,11 +384,11 @@ def verify_chain(
     for _ in range(_MAX_CHAIN + 1):
         _check_validity(current, at)
         for root in roots:
-            if current == root or _issued_by(current, root):
+            if current == root or issued_by(current, root):
                 _check_validity(root, at)
                 _check_ca(root)
                 return root
-        issuer = next((cert for cert in pool if _issued_by(current, cert)), None)
+        issuer = next((cert for cert in pool if issued_by(current, cert)), None)
         if issuer is None:
             raise _reject(
                 "chain",
@@ -398,15 +399,6 @@ def verify_chain(
         pool.remove(issuer)
         current = issuer
     raise _reject("chain", "the certificate chain is too long")
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Whether ``issuer``'s name and key issued ``cert``."""
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _check_validity(cert: x509.Certificate, at: datetime) -> None:

@@ -8,20 +8,23 @@ request that gets past :func:`decode_csr` can be read anywhere without raising.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AttributeOID
 
 from iotpki.core.encoding import parse_error_reason
 from iotpki.errors import BadCSR, BadSignature
 
-__all__ = ["MAX_RSA_BITS", "decode_csr", "load_csr"]
+__all__ = ["MAX_RSA_BITS", "decode_csr", "load_csr", "signature_verified"]
 
 MAX_RSA_BITS = 16384
 """The largest RSA modulus read at all: verifying a bigger one costs the server, not the sender."""
@@ -42,6 +45,7 @@ _PARSE_ERRORS = (
 )
 
 _T = TypeVar("_T")
+_VERIFIED_MAX = 4096  # digests of recently verified CSRs: the requests in flight, with room
 _LOCATION = re.compile(r"location: \[([^\]]*)\]")
 
 
@@ -55,6 +59,46 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     if data.lstrip().startswith(b"-----BEGIN"):
         return _complete(x509.load_pem_x509_csr, data)
     return decode_csr(data)
+
+
+class _VerifiedDigests:
+    """A bounded memo of the SHA-256 of CSRs (DER) whose signature verified.
+
+    A signature's validity is a function of the DER alone, so a CSR whose bytes were verified
+    once needs no second verification; a CSR that failed is never remembered.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._digests: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def verify(self, csr: x509.CertificateSigningRequest) -> bool:
+        """Whether ``csr``'s signature verifies, verifying it only when not seen before."""
+        digest = hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).digest()
+        with self._lock:
+            if digest in self._digests:
+                self._digests.move_to_end(digest)
+                return True
+        if not csr.is_signature_valid:
+            return False
+        with self._lock:
+            self._digests[digest] = None
+            while len(self._digests) > self._size:
+                self._digests.popitem(last=False)
+        return True
+
+
+_verified = _VerifiedDigests(_VERIFIED_MAX)
+
+
+def signature_verified(csr: x509.CertificateSigningRequest) -> bool:
+    """Whether the CSR's signature verifies; a CSR :func:`decode_csr` accepted is not re-verified.
+
+    The authority calls this as the signer's last guard: adapters hand it the CSR they decoded,
+    so each request's signature is verified once, and a CSR built or loaded elsewhere still is.
+    """
+    return _verified.verify(csr)
 
 
 def _complete(
@@ -79,7 +123,7 @@ def _read_through(csr: x509.CertificateSigningRequest) -> None:
     _guarded("signature_algorithm", lambda: _check_signature_algorithm(csr))
     _guarded("attributes", lambda: _check_attributes(csr))
     _guarded("extensions", lambda: _check_extensions(csr))
-    valid = _guarded("signature", lambda: csr.is_signature_valid)
+    valid = _guarded("signature", lambda: signature_verified(csr))
     if not valid:
         raise BadSignature("the CSR's signature does not verify", reason="signature")
 

@@ -16,7 +16,7 @@ from cryptography.x509.oid import AttributeOID
 
 from csrkit import HOSTILE, build_csr, good_csr_der, rsa_spki
 from iotpki.core import policy
-from iotpki.core.csr import MAX_RSA_BITS, decode_csr, load_csr
+from iotpki.core.csr import MAX_RSA_BITS, decode_csr, load_csr, signature_verified
 from iotpki.errors import BadCSR, BadSignature
 
 from conftest import device_csr
@@ -126,3 +126,39 @@ def test_load_csr_reads_pem_through() -> None:
     pem += base64.encodebytes(HOSTILE["empty-rdn"]) + b"-----END CERTIFICATE REQUEST-----\n"
     with pytest.raises(BadCSR, match="cannot be empty"):
         load_csr(pem)
+
+
+class _CountingCSR:
+    """A decoded CSR whose signature checks are counted."""
+
+    def __init__(self, csr: x509.CertificateSigningRequest) -> None:
+        self._csr = csr
+        self.checks = 0
+
+    def public_bytes(self, encoding: serialization.Encoding) -> bytes:
+        return self._csr.public_bytes(encoding)
+
+    @property
+    def is_signature_valid(self) -> bool:
+        self.checks += 1
+        return self._csr.is_signature_valid
+
+
+def test_a_decoded_csr_is_not_verified_again() -> None:
+    decoded = _CountingCSR(decode_csr(device_csr("dev-once").public_bytes(DER)))
+    assert signature_verified(decoded)  # type: ignore[arg-type]
+    assert decoded.checks == 0  # decode_csr verified these very bytes
+
+
+def test_a_csr_not_decoded_is_verified() -> None:
+    fresh = _CountingCSR(device_csr("dev-fresh"))
+    assert signature_verified(fresh)  # type: ignore[arg-type]
+    assert fresh.checks == 1
+
+
+def test_a_forged_csr_is_verified_each_time_and_refused() -> None:
+    der = device_csr("dev-1").public_bytes(DER)
+    forged = _CountingCSR(x509.load_der_x509_csr(der.replace(b"dev-1", b"dev-2")))
+    assert not signature_verified(forged)  # type: ignore[arg-type]
+    assert not signature_verified(forged)  # type: ignore[arg-type]
+    assert forged.checks == 2  # a failure is never remembered

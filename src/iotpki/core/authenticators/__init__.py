@@ -7,7 +7,7 @@ dispatches, audits refusals and consumes one-time credentials inside the issuing
 A protocol adapter turns its request into :data:`Credentials` and a :class:`Context`.
 """
 
-from iotpki.core.authenticators.bootstrap import idevid_identity, issued_by
+from iotpki.core.authenticators.bootstrap import idevid_identity
 from iotpki.core.authenticators.entry import Authenticators, consume
 from iotpki.core.authenticators.model import (
     Authenticator,
@@ -39,6 +39,5 @@ __all__ = [
     "check_active",
     "consume",
     "idevid_identity",
-    "issued_by",
     "secret_hash",
 ]

@@ -8,7 +8,6 @@ devices (``any``) may enroll.
 from __future__ import annotations
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from iotpki.core.authenticators.model import (
@@ -19,9 +18,10 @@ from iotpki.core.authenticators.model import (
 )
 from iotpki.core.authenticators.secret import check_active
 from iotpki.core.ports import Clock, Store
+from iotpki.core.x509util import issued_by
 from iotpki.errors import AuthError, Forbidden
 
-__all__ = ["BootstrapAuthenticator", "idevid_identity", "issued_by"]
+__all__ = ["BootstrapAuthenticator", "idevid_identity"]
 
 
 def idevid_identity(cert: x509.Certificate) -> str | None:
@@ -31,17 +31,6 @@ def idevid_identity(cert: x509.Certificate) -> str | None:
         if values:
             return str(values[0].value)
     return None
-
-
-def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Whether ``issuer`` signed ``cert`` (names chain and the signature verifies)."""
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 class BootstrapAuthenticator:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from iotpki.core.authenticators.bootstrap import issued_by
 from iotpki.core.authenticators.model import Authorization, Context, CurrentCertificate, Method
 from iotpki.core.authority import serial_hex
 from iotpki.core.models import CertificateRecord, CertStatus
 from iotpki.core.ports import Clock, Store
+from iotpki.core.x509util import issued_by
 from iotpki.errors import AuthError, Forbidden
 
 __all__ = ["CurrentAuthenticator"]
