@@ -40,11 +40,16 @@ from iotpki.core.device_id import check_device_id, is_device_id
 from iotpki.core.keytypes import algorithm_of, generate_private_key, signature_hash
 from iotpki.core.models import (
     ApprovalRecord,
+    ApprovalStatus,
     BootstrapCARecord,
+    BootstrapCAStatus,
     CertificateRecord,
     CertStatus,
     DeviceRecord,
+    DeviceStatus,
     EnrollmentSecretRecord,
+    EnrollMethod,
+    EnrollPolicy,
     IdevidBinding,
     KeyAlgorithm,
     SecretLockout,
@@ -70,7 +75,7 @@ __all__ = [
     "idevid_identity",
 ]
 
-ENROLL_POLICIES = ("registered", "any")
+ENROLL_POLICIES = tuple(EnrollPolicy)
 _DER = serialization.Encoding.DER
 
 
@@ -90,7 +95,7 @@ class Enrollee:
     """An authenticated enrolling device and what its credential allows."""
 
     device_id: str
-    method: str  # "idevid" or "secret"
+    method: EnrollMethod
     profile: str | None = None  # the profile the credential is bound to, if any
     approval: bool = False
     secret_id: str | None = None
@@ -198,10 +203,10 @@ class Enrollment:
                 name=name,
                 certificate_der=der,
                 fingerprint=hashlib.sha256(der).hexdigest(),
-                enroll_policy=enroll_policy,
+                enroll_policy=EnrollPolicy(enroll_policy),
                 profile=profile,
                 approval=approval,
-                status="active",
+                status=BootstrapCAStatus.ACTIVE,
                 created_at=now,
             )
             with self._store.transaction() as tx:
@@ -229,7 +234,7 @@ class Enrollment:
                 record = tx.get_bootstrap_ca(name)
                 if record is None:
                     raise NotFound(f"no bootstrap CA named {name!r}")
-                revoked = replace(record, status="revoked")
+                revoked = replace(record, status=BootstrapCAStatus.REVOKED)
                 tx.put_bootstrap_ca(revoked)
                 tx.append_audit(now, actor, "est.bootstrap_ca.revoked", name, {})
         return revoked
@@ -277,7 +282,7 @@ class Enrollment:
                 device = tx.get_device(device_id)
                 if device is None:
                     raise NotFound(f"no device {device_id!r}")
-                device = replace(device, status=status)
+                device = replace(device, status=DeviceStatus(status))
                 tx.put_device(device)
                 tx.append_audit(now, actor, "est.device.status", device_id, {"status": status})
         return device
@@ -349,7 +354,7 @@ class Enrollment:
                     raise Conflict(f"enrollment request {request_id} is {record.status}")
                 decided = replace(
                     record,
-                    status="approved" if approve else "rejected",
+                    status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
                     decided_at=now,
                     decided_by=actor,
                 )
@@ -394,7 +399,7 @@ class Enrollment:
             _check_active(tx, device_id)
         return Enrollee(
             device_id=device_id,
-            method="idevid",
+            method=EnrollMethod.IDEVID,
             profile=issuer.profile,
             approval=issuer.approval,
             bootstrap_ca=issuer.name,
@@ -435,7 +440,7 @@ class Enrollment:
                 _check_active(tx, device_id)
         return Enrollee(
             device_id=device_id,
-            method="secret",
+            method=EnrollMethod.SECRET,
             profile=match.profile,
             approval=match.approval,
             secret_id=match.secret_id,
@@ -575,7 +580,7 @@ class Enrollment:
                     profile=profile,
                     ca_name=ca,
                     csr_fingerprint=fingerprint,
-                    status="pending",
+                    status=ApprovalStatus.PENDING,
                     created_at=now,
                 )
                 tx.add_approval(record)
@@ -611,7 +616,9 @@ class Enrollment:
                     raise AuthError("the enrollment secret was already used")
                 data["secret_id"] = secret.secret_id
             if approval is not None:
-                tx.update_approval(replace(approval, status="issued", serial=record.serial))
+                tx.update_approval(
+                    replace(approval, status=ApprovalStatus.ISSUED, serial=record.serial)
+                )
                 data["request"] = approval.request_id
             if enrollee.bootstrap_ca is not None:
                 data["bootstrap_ca"] = enrollee.bootstrap_ca

@@ -91,6 +91,58 @@ class Role(enum.StrEnum):
     REPORTER = "reporter"  # brokers and gateways that report certificate usage
 
 
+class DeviceStatus(enum.StrEnum):
+    """Whether a registered device may enroll."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class BootstrapCAStatus(enum.StrEnum):
+    """Whether a manufacturer (IDevID) CA is trusted for enrollment."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class EnrollPolicy(enum.StrEnum):
+    """Which IDevIDs of a bootstrap CA may enroll."""
+
+    REGISTERED = "registered"  # only devices bound to their IDevID in the registry
+    ANY = "any"  # any device holding an IDevID of this CA
+
+
+class EnrollMethod(enum.StrEnum):
+    """The credential an enrollment waiting for approval came with."""
+
+    IDEVID = "idevid"
+    SECRET = "secret"
+
+
+class ApprovalStatus(enum.StrEnum):
+    """Where an enrollment waiting for an operator stands."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    ISSUED = "issued"
+
+
+class ScepTransactionKind(enum.StrEnum):
+    """What a SCEP transaction asks for (RFC 8894 PKCSReq or RenewalReq)."""
+
+    ENROLL = "enroll"
+    RENEW = "renew"
+
+
+class ScepTransactionStatus(enum.StrEnum):
+    """A SCEP transaction's pkiStatus (RFC 8894 section 3.2.1.3), by name."""
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
 @dataclass(frozen=True, slots=True)
 class CARecord:
     """A CA of this installation (or an external parent known only by its certificate)."""
@@ -146,7 +198,7 @@ class DeviceRecord:
     """A device of the registry."""
 
     device_id: str
-    status: str = "active"
+    status: DeviceStatus = DeviceStatus.ACTIVE
     metadata: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
 
@@ -262,10 +314,10 @@ class BootstrapCARecord:
     name: str
     certificate_der: bytes
     fingerprint: str  # SHA-256 of the certificate DER, hex
-    enroll_policy: str  # "registered": only bound devices; "any": any device of this CA
+    enroll_policy: EnrollPolicy
     profile: str | None = None  # the profile its devices get when the request names none
     approval: bool = False  # enrollments wait for an operator's approval
-    status: str = "active"  # "active" or "revoked"
+    status: BootstrapCAStatus = BootstrapCAStatus.ACTIVE
     created_at: datetime | None = None
 
     @property
@@ -317,11 +369,11 @@ class ApprovalRecord:
 
     request_id: str
     device_id: str
-    method: str  # "idevid" or "secret"
+    method: EnrollMethod
     profile: str
     ca_name: str | None
     csr_fingerprint: str  # SHA-256 of the CSR DER, hex
-    status: str  # "pending", "approved", "rejected", "issued"
+    status: ApprovalStatus
     created_at: datetime
     decided_at: datetime | None = None
     decided_by: str | None = None
@@ -350,8 +402,8 @@ class ScepTransactionRecord:
 
     ca_name: str
     transaction_id: str
-    kind: str  # "enroll" or "renew"
-    status: str  # "pending", "success" or "failure"
+    kind: ScepTransactionKind
+    status: ScepTransactionStatus
     key_fingerprint: str  # SHA-256 of the requested SubjectPublicKeyInfo, hex
     csr_der: bytes | None  # a pending request stored before scep_0002; None since
     device_id: str | None

@@ -38,7 +38,9 @@ from iotpki.core.models import (
     KeyAlgorithm,
     ScepChallengeRecord,
     ScepRaRecord,
+    ScepTransactionKind,
     ScepTransactionRecord,
+    ScepTransactionStatus,
 )
 from iotpki.core.ports import KeyBackend, StoreTransaction
 from iotpki.errors import AuthError, ConfigError, Conflict, NotFound, PolicyViolation, RequestError
@@ -274,8 +276,8 @@ class ScepService:
         record = ScepTransactionRecord(
             ca_name=ca,
             transaction_id=transaction_id,
-            kind="enroll",
-            status="pending",
+            kind=ScepTransactionKind.ENROLL,
+            status=ScepTransactionStatus.PENDING,
             key_fingerprint=fingerprint,
             csr_der=None,  # the CSR holds the challenge password: never stored in clear
             device_id=challenge.device_id,
@@ -306,7 +308,11 @@ class ScepService:
 
         def claim_and_record(tx: StoreTransaction, issued: CertificateRecord) -> None:
             _claim(tx, challenge, record)
-            _store(tx, existing, replace(record, status="success", serial=issued.serial))
+            _store(
+                tx,
+                existing,
+                replace(record, status=ScepTransactionStatus.SUCCESS, serial=issued.serial),
+            )
             _audit_request(tx, actor, record, request, "success", issued.serial)
 
         issued = self._authority.issue(
@@ -317,7 +323,7 @@ class ScepService:
             actor=actor,
             within=claim_and_record,
         )
-        done = replace(record, status="success", serial=issued.record.serial)
+        done = replace(record, status=ScepTransactionStatus.SUCCESS, serial=issued.record.serial)
         return ScepResult(done, issued, audited=request is not None)
 
     def _check_challenge(
@@ -386,8 +392,8 @@ class ScepService:
         record = ScepTransactionRecord(
             ca_name=ca,
             transaction_id=transaction_id,
-            kind="renew",
-            status="success",
+            kind=ScepTransactionKind.RENEW,
+            status=ScepTransactionStatus.SUCCESS,
             key_fingerprint=fingerprint,
             csr_der=None,
             device_id=old.device_id,
@@ -467,7 +473,7 @@ class ScepService:
         if not approve:
             rejected = replace(
                 _answered(pending),
-                status="failure",
+                status=ScepTransactionStatus.FAILURE,
                 fail_info="badRequest",
                 updated_at=now,
                 decided_by=actor,
@@ -477,7 +483,12 @@ class ScepService:
                 tx.append_audit(now, actor, "scep.rejected", transaction_id, {"ca": ca})
             return ScepResult(rejected)
         csr = x509.load_der_x509_csr(self._pending_csr(pending))
-        approved = replace(_answered(pending), status="success", updated_at=now, decided_by=actor)
+        approved = replace(
+            _answered(pending),
+            status=ScepTransactionStatus.SUCCESS,
+            updated_at=now,
+            decided_by=actor,
+        )
 
         def record(tx: StoreTransaction, issued: CertificateRecord) -> None:
             _store(tx, pending, replace(approved, serial=issued.serial))
