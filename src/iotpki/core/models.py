@@ -13,8 +13,23 @@ from datetime import datetime
 from cryptography import x509
 
 
+class KeyType(enum.StrEnum):
+    """The key families a profile accepts: the one vocabulary of key types.
+
+    Each :class:`KeyAlgorithm` is one of these at one size (:attr:`KeyAlgorithm.key_type`);
+    other spellings found in settings are read by :func:`iotpki.core.keytypes.parse_key_type`.
+    """
+
+    P256 = "p256"
+    P384 = "p384"
+    RSA = "rsa"  # any size from the profile's min_rsa_bits
+    ED25519 = "ed25519"
+    MLDSA44 = "mldsa44"
+    MLDSA65 = "mldsa65"
+
+
 class KeyAlgorithm(enum.StrEnum):
-    """Key types a CA or a device may hold."""
+    """Keys a CA or a device may hold: a key type at one size, named as the type if it has one."""
 
     P256 = "p256"
     P384 = "p384"
@@ -24,6 +39,11 @@ class KeyAlgorithm(enum.StrEnum):
     ED25519 = "ed25519"
     MLDSA44 = "mldsa44"
     MLDSA65 = "mldsa65"
+
+    @property
+    def key_type(self) -> KeyType:
+        """The key type this algorithm is one size of."""
+        return KeyType.RSA if self.value.startswith("rsa") else KeyType(self.value)
 
 
 class CAKind(enum.StrEnum):
