@@ -24,9 +24,11 @@ from typing import Any
 from cryptography import x509
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from iotpki.api.jsonbody import load_object
+from iotpki.api.openapi import AKCA
+from iotpki.api.schema import bind
 from iotpki.attestation_service import AkcaService
 from iotpki.core.attestation import ek_permanent_identifier
 from iotpki.core.authority import Authority
@@ -182,7 +184,4 @@ class AkcaEndpoint:
 def akca_routes(service: AkcaService, authority: Authority, *, per_minute: int) -> list[BaseRoute]:
     """The AK CA routes, to mount at the HTTPS listener's root."""
     e = AkcaEndpoint(service, authority, per_minute)
-    return [
-        Route("/api/v1/akca/challenge", e.endpoint("challenge", e.challenge), methods=["POST"]),
-        Route("/api/v1/akca/activate", e.endpoint("activate", e.activate), methods=["POST"]),
-    ]
+    return bind(AKCA, e.endpoint, e)

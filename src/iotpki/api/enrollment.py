@@ -11,25 +11,21 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from iotpki.api.routes import AdminApi, _json_body, _lifetime, _str_field
+from iotpki.api.models import BootstrapCARequest, DeviceRequest, DeviceStatusRequest, SecretRequest
+from iotpki.api.openapi import ENROLLMENT
+from iotpki.api.routes import AdminApi, _json_body, _lifetime
+from iotpki.api.schema import bind, validate
 from iotpki.core.encoding import load_certificate, pem
 from iotpki.core.enrollment import Enrollment
-from iotpki.core.models import ApiTokenRecord, ApprovalRecord, BootstrapCARecord
+from iotpki.core.models import ApiTokenRecord, ApprovalRecord, ApprovalStatus, BootstrapCARecord
 from iotpki.errors import RequestError
 from iotpki.protocols.http import blocking
 
 __all__ = ["enrollment_api_routes"]
 
-_STATUSES = ("pending", "approved", "rejected", "issued")
-
-
-def _bool_field(data: dict[str, Any], name: str) -> bool:
-    value = data.get(name, False)
-    if not isinstance(value, bool):
-        raise RequestError(f"field {name!r} must be true or false", field=name)
-    return value
+_STATUSES = tuple(ApprovalStatus)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -74,12 +70,12 @@ class EnrollmentApi:
 
     async def register_device(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /devices: add a device, optionally bound to its IDevID."""
-        data = await _json_body(request)
+        data = validate(DeviceRequest, await _json_body(request))
         device = await blocking(
             lambda: self.enrollment.register_device(
-                _str_field(data, "device_id", required=True) or "",
-                bootstrap_ca=_str_field(data, "bootstrap_ca"),
-                idevid=_str_field(data, "idevid"),
+                data.device_id,
+                bootstrap_ca=data.bootstrap_ca,
+                idevid=data.idevid,
                 actor=f"api:{caller.token_id}",
             )
         )
@@ -87,11 +83,11 @@ class EnrollmentApi:
 
     async def device_status(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /devices/{device_id}/status: enable or disable a device."""
-        data = await _json_body(request)
+        data = validate(DeviceStatusRequest, await _json_body(request))
         device = await blocking(
             lambda: self.enrollment.set_device_status(
                 request.path_params["device_id"],
-                _str_field(data, "status", required=True) or "",
+                data.status,
                 actor=f"api:{caller.token_id}",
             )
         )
@@ -99,13 +95,13 @@ class EnrollmentApi:
 
     async def create_secret(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /devices/{device_id}/enrollment-secrets: a one-time secret, shown once."""
-        data = await _json_body(request)
+        data = validate(SecretRequest, await _json_body(request))
         secret, record = await blocking(
             lambda: self.enrollment.create_secret(
                 request.path_params["device_id"],
-                lifetime=_lifetime(_str_field(data, "lifetime")),
-                profile=_str_field(data, "profile"),
-                approval=_bool_field(data, "approval"),
+                lifetime=_lifetime(data.lifetime),
+                profile=data.profile,
+                approval=data.approval,
                 actor=f"api:{caller.token_id}",
             )
         )
@@ -124,17 +120,15 @@ class EnrollmentApi:
 
     async def add_bootstrap_ca(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /bootstrap-cas: trust a manufacturer CA's IDevIDs."""
-        data = await _json_body(request)
-        certificate = load_certificate(
-            (_str_field(data, "certificate", required=True) or "").encode()
-        )
+        data = validate(BootstrapCARequest, await _json_body(request))
+        certificate = load_certificate(data.certificate.encode())
         record = await blocking(
             lambda: self.enrollment.add_bootstrap_ca(
-                _str_field(data, "name", required=True) or "",
+                data.name,
                 certificate,
-                enroll_policy=_str_field(data, "policy") or "registered",
-                profile=_str_field(data, "profile"),
-                approval=_bool_field(data, "approval"),
+                enroll_policy=data.policy or "registered",
+                profile=data.profile,
+                approval=data.approval,
                 actor=f"api:{caller.token_id}",
             )
         )
@@ -179,36 +173,4 @@ class EnrollmentApi:
 def enrollment_api_routes(enrollment: Enrollment) -> list[BaseRoute]:
     """The enrollment admin routes."""
     api = EnrollmentApi(enrollment)
-    e = AdminApi(enrollment.authority).endpoint
-    v1 = "/api/v1"
-    return [
-        Route(f"{v1}/devices", e("device:write", api.register_device), methods=["POST"]),
-        Route(
-            f"{v1}/devices/{{device_id}}/status",
-            e("device:write", api.device_status),
-            methods=["POST"],
-        ),
-        Route(
-            f"{v1}/devices/{{device_id}}/enrollment-secrets",
-            e("secret:create", api.create_secret),
-            methods=["POST"],
-        ),
-        Route(f"{v1}/bootstrap-cas", e("ca:read", api.list_bootstrap_cas), methods=["GET"]),
-        Route(f"{v1}/bootstrap-cas", e("bootstrap:write", api.add_bootstrap_ca), methods=["POST"]),
-        Route(
-            f"{v1}/bootstrap-cas/{{name}}/revoke",
-            e("bootstrap:write", api.revoke_bootstrap_ca),
-            methods=["POST"],
-        ),
-        Route(f"{v1}/enrollment-requests", e("device:read", api.list_requests), methods=["GET"]),
-        Route(
-            f"{v1}/enrollment-requests/{{request_id}}/approve",
-            e("cert:issue", api.approve),
-            methods=["POST"],
-        ),
-        Route(
-            f"{v1}/enrollment-requests/{{request_id}}/reject",
-            e("cert:issue", api.reject),
-            methods=["POST"],
-        ),
-    ]
+    return bind(ENROLLMENT, AdminApi(enrollment.authority).endpoint, api)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from iotpki.api.openapi import OPERATIONS
 from iotpki.api.routes import AdminApi, _int_param, _json_body
+from iotpki.api.schema import bind
 from iotpki.core.models import ApiTokenRecord
 from iotpki.core.monitoring import FindingRecord
 from iotpki.errors import RequestError
@@ -85,10 +87,4 @@ class MonitoringApi:
 
 def monitoring_api_routes(api: AdminApi, monitor: Monitor) -> list[BaseRoute]:
     """The operations routes of the admin API."""
-    handlers = MonitoringApi(api, monitor)
-    e = api.endpoint
-    return [
-        Route("/api/v1/usage/events", e("usage:ingest", handlers.ingest), methods=["POST"]),
-        Route("/api/v1/findings", e("finding:read", handlers.findings), methods=["GET"]),
-        Route("/api/v1/report", e("report:read", handlers.report), methods=["GET"]),
-    ]
+    return bind(OPERATIONS, api.endpoint, MonitoringApi(api, monitor))

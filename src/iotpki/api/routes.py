@@ -15,7 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from iotpki.api.jsonbody import load_object
-from iotpki.api.openapi import openapi_document
+from iotpki.api.models import IssueRequest, RenewRequest, RevokeRequest, TokenRequest
+from iotpki.api.openapi import CORE, openapi_document
+from iotpki.api.schema import bind, validate
 from iotpki.core import access
 from iotpki.core.authority import Authority
 from iotpki.core.csr import load_csr
@@ -27,7 +29,6 @@ from iotpki.core.models import (
     CertificateRecord,
     CertStatus,
     RevocationReason,
-    Role,
 )
 from iotpki.core.policy import parse_duration
 from iotpki.errors import AuthError, ConfigError, IotpkiError, RequestError
@@ -105,17 +106,6 @@ async def _json_body(request: Request, limit: int = _BODY_LIMIT) -> dict[str, An
     return load_object(await read_body(request, limit))
 
 
-def _str_field(data: dict[str, Any], name: str, *, required: bool = False) -> str | None:
-    value = data.get(name)
-    if value is None:
-        if required:
-            raise RequestError(f"field {name!r} is required", field=name)
-        return None
-    if not isinstance(value, str) or len(value) > 16384:
-        raise RequestError(f"field {name!r} must be a string", field=name)
-    return value
-
-
 def _lifetime(value: str | None) -> timedelta | None:
     if value is None:
         return None
@@ -190,15 +180,15 @@ class AdminApi:
 
     async def issue(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /certificates: issue from a PEM CSR."""
-        data = await _json_body(request)
-        csr = load_csr((_str_field(data, "csr", required=True) or "").encode())
+        data = validate(IssueRequest, await _json_body(request))
+        csr = load_csr(data.csr.encode())
         issued = await blocking(
             lambda: self.authority.issue(
                 csr,
-                profile=_str_field(data, "profile") or "device",
-                ca=_str_field(data, "ca"),
-                device_id=_str_field(data, "device_id"),
-                lifetime=_lifetime(_str_field(data, "lifetime")),
+                profile=data.profile or "device",
+                ca=data.ca,
+                device_id=data.device_id,
+                lifetime=_lifetime(data.lifetime),
                 actor=f"api:{caller.token_id}",
             )
         )
@@ -250,22 +240,13 @@ class AdminApi:
 
     async def revoke(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /certificates/{serial}/revoke with an RFC 5280 reason name."""
-        data = await _json_body(request)
-        reason_name = _str_field(data, "reason") or "unspecified"
-        try:
-            reason = RevocationReason(reason_name)
-        except ValueError as exc:
-            raise RequestError(
-                f"unknown revocation reason {reason_name!r}", field="reason"
-            ) from exc
+        data = validate(RevokeRequest, await _json_body(request))
         record = await blocking(
             lambda: self.authority.revoke(
                 request.path_params["serial"],
-                reason=reason,
-                ca=_str_field(data, "ca"),
-                invalidity_date=_datetime_param(
-                    _str_field(data, "invalidity_date"), "invalidity_date"
-                ),
+                reason=data.reason or RevocationReason.UNSPECIFIED,
+                ca=data.ca,
+                invalidity_date=_datetime_param(data.invalidity_date, "invalidity_date"),
                 actor=f"api:{caller.token_id}",
             )
         )
@@ -274,15 +255,14 @@ class AdminApi:
 
     async def renew(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /certificates/{serial}/renew, optionally with a new CSR (rekey)."""
-        data = await _json_body(request)
-        csr_text = _str_field(data, "csr")
-        csr = load_csr(csr_text.encode()) if csr_text else None
+        data = validate(RenewRequest, await _json_body(request))
+        csr = load_csr(data.csr.encode()) if data.csr else None
         issued = await blocking(
             lambda: self.authority.renew(
                 request.path_params["serial"],
                 csr=csr,
-                ca=_str_field(data, "ca"),
-                lifetime=_lifetime(_str_field(data, "lifetime")),
+                ca=data.ca,
+                lifetime=_lifetime(data.lifetime),
                 actor=f"api:{caller.token_id}",
             )
         )
@@ -307,18 +287,14 @@ class AdminApi:
 
     async def create_token(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /tokens: a new API token for a role (admin only)."""
-        data = await _json_body(request)
-        role_name = _str_field(data, "role", required=True) or ""
-        try:
-            role = Role(role_name)
-        except ValueError as exc:
-            raise RequestError(f"unknown role {role_name!r}", field="role") from exc
+        data = validate(TokenRequest, await _json_body(request))
+        role = data.role
         token, record = await blocking(
             lambda: access.create_token(
                 self.authority.store,
                 self.authority.clock,
                 role=role,
-                description=_str_field(data, "description") or "",
+                description=data.description or "",
                 actor=f"api:{caller.token_id}",
             )
         )
@@ -368,22 +344,4 @@ async def _openapi(_: Request) -> Response:
 def api_routes(authority: Authority) -> list[BaseRoute]:
     """The admin API's routes, to mount at the HTTPS listener's root."""
     api = AdminApi(authority)
-    e = api.endpoint
-    return [
-        Route("/api/openapi.json", _openapi, methods=["GET"]),
-        Route("/api/v1/certificates", e("cert:issue", api.issue), methods=["POST"]),
-        Route("/api/v1/certificates", e("cert:read", api.list_certificates), methods=["GET"]),
-        Route(
-            "/api/v1/certificates/{serial}", e("cert:read", api.show_certificate), methods=["GET"]
-        ),
-        Route(
-            "/api/v1/certificates/{serial}/revoke", e("cert:revoke", api.revoke), methods=["POST"]
-        ),
-        Route("/api/v1/certificates/{serial}/renew", e("cert:issue", api.renew), methods=["POST"]),
-        Route("/api/v1/cas", e("ca:read", api.list_cas), methods=["GET"]),
-        Route("/api/v1/cas/{name}", e("ca:read", api.show_ca), methods=["GET"]),
-        Route("/api/v1/tokens", e("token:create", api.create_token), methods=["POST"]),
-        Route("/api/v1/tokens", e("token:list", api.list_tokens), methods=["GET"]),
-        Route("/api/v1/tokens/{token_id}", e("token:revoke", api.revoke_token), methods=["DELETE"]),
-        Route("/api/v1/audit/verify", e("audit:read", api.verify_audit), methods=["GET"]),
-    ]
+    return [Route("/api/openapi.json", _openapi, methods=["GET"]), *bind(CORE, api.endpoint, api)]

@@ -10,17 +10,20 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from iotpki.api.routes import AdminApi, _json_body, _lifetime, _str_field
-from iotpki.core.models import ApiTokenRecord, ScepTransactionRecord
+from iotpki.api.models import ScepChallengeRequest
+from iotpki.api.openapi import SCEP
+from iotpki.api.routes import AdminApi, _json_body, _lifetime
+from iotpki.api.schema import bind, validate
+from iotpki.core.models import ApiTokenRecord, ScepTransactionRecord, ScepTransactionStatus
 from iotpki.core.scep import ScepResult, ScepService
 from iotpki.errors import RequestError
 from iotpki.protocols.http import blocking
 
 __all__ = ["scep_api_routes", "transaction_json"]
 
-_STATUSES = ("pending", "success", "failure")
+_STATUSES = tuple(ScepTransactionStatus)
 
 
 def transaction_json(record: ScepTransactionRecord) -> dict[str, Any]:
@@ -50,20 +53,17 @@ class ScepApi:
 
     async def create_challenge(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /scep/challenges: a one-time challenge password for a device (shown once)."""
-        data = await _json_body(request)
-        approval = data.get("approval", False)
-        if not isinstance(approval, bool):
-            raise RequestError("field 'approval' must be true or false", field="approval")
-        lifetime = _lifetime(_str_field(data, "expires") or "24h")
+        data = validate(ScepChallengeRequest, await _json_body(request))
+        lifetime = _lifetime(data.expires or "24h")
         assert lifetime is not None
         secret, record = await blocking(
             lambda: self.service.create_challenge(
-                _str_field(data, "device_id", required=True) or "",
+                data.device_id,
                 actor=f"api:{caller.token_id}",
                 lifetime=lifetime,
-                profile=_str_field(data, "profile") or "device",
-                ca=_str_field(data, "ca"),
-                approval=approval,
+                profile=data.profile or "device",
+                ca=data.ca,
+                approval=data.approval,
             )
         )
         body = {
@@ -108,13 +108,4 @@ class ScepApi:
 
 def scep_api_routes(service: ScepService) -> list[BaseRoute]:
     """The SCEP admin routes."""
-    api = ScepApi(service)
-    e = AdminApi(service.authority).endpoint
-    base = "/api/v1/scep"
-    one = f"{base}/transactions/{{ca}}/{{transaction_id:path}}"
-    return [
-        Route(f"{base}/challenges", e("secret:create", api.create_challenge), methods=["POST"]),
-        Route(f"{base}/transactions", e("device:read", api.list_transactions), methods=["GET"]),
-        Route(f"{one}/approve", e("cert:issue", api.approve), methods=["POST"]),
-        Route(f"{one}/reject", e("cert:issue", api.reject), methods=["POST"]),
-    ]
+    return bind(SCEP, AdminApi(service.authority).endpoint, ScepApi(service))

@@ -47,6 +47,7 @@ from iotpki.core.attestation import (
     permanent_identifier_der,
     verify_chain,
 )
+from iotpki.core.models import KeyType
 from iotpki.core.ports import Clock
 from iotpki.errors import AttestationRejected
 
@@ -68,7 +69,7 @@ _DOMAIN = b"iotpki ak-ca activation v1"
 AK_PROFILE = policy.Profile(
     name="attestation-key",
     identity="device",
-    key_types=("p256", "p384", "rsa"),
+    key_types=(KeyType.P256, KeyType.P384, KeyType.RSA),
     default_lifetime=timedelta(days=365),
     max_lifetime=timedelta(days=3650),
     key_usage=("digital_signature",),

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from iotpki.core.authenticators import (
     Authenticators,
     Authorization,
-    Method,
     SecretLimits,
     secret_hash,
 )
@@ -33,10 +32,15 @@ from iotpki.core.device_id import check_device_id
 from iotpki.core.keytypes import algorithm_of, generate_private_key, signature_hash
 from iotpki.core.models import (
     ApprovalRecord,
+    ApprovalStatus,
     BootstrapCARecord,
+    BootstrapCAStatus,
     CertificateRecord,
     DeviceRecord,
+    DeviceStatus,
     EnrollmentSecretRecord,
+    EnrollMethod,
+    EnrollPolicy,
     IdevidBinding,
     KeyAlgorithm,
 )
@@ -57,7 +61,7 @@ __all__ = [
     "Pending",
 ]
 
-ENROLL_POLICIES = ("registered", "any")
+ENROLL_POLICIES = tuple(EnrollPolicy)
 _DER = serialization.Encoding.DER
 
 
@@ -142,10 +146,10 @@ class Enrollment:
                 name=name,
                 certificate_der=der,
                 fingerprint=hashlib.sha256(der).hexdigest(),
-                enroll_policy=enroll_policy,
+                enroll_policy=EnrollPolicy(enroll_policy),
                 profile=profile,
                 approval=approval,
-                status="active",
+                status=BootstrapCAStatus.ACTIVE,
                 created_at=now,
             )
             with self._store.transaction() as tx:
@@ -173,7 +177,7 @@ class Enrollment:
                 record = tx.get_bootstrap_ca(name)
                 if record is None:
                     raise NotFound(f"no bootstrap CA named {name!r}")
-                revoked = replace(record, status="revoked")
+                revoked = replace(record, status=BootstrapCAStatus.REVOKED)
                 tx.put_bootstrap_ca(revoked)
                 tx.append_audit(now, actor, "est.bootstrap_ca.revoked", name, {})
         return revoked
@@ -221,7 +225,7 @@ class Enrollment:
                 device = tx.get_device(device_id)
                 if device is None:
                     raise NotFound(f"no device {device_id!r}")
-                device = replace(device, status=status)
+                device = replace(device, status=DeviceStatus(status))
                 tx.put_device(device)
                 tx.append_audit(now, actor, "est.device.status", device_id, {"status": status})
         return device
@@ -293,7 +297,7 @@ class Enrollment:
                     raise Conflict(f"enrollment request {request_id} is {record.status}")
                 decided = replace(
                     record,
-                    status="approved" if approve else "rejected",
+                    status=ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
                     decided_at=now,
                     decided_by=actor,
                 )
@@ -374,7 +378,7 @@ class Enrollment:
                     profile=profile,
                     ca_name=ca,
                     csr_fingerprint=fingerprint,
-                    status="pending",
+                    status=ApprovalStatus.PENDING,
                     created_at=now,
                 )
                 tx.add_approval(record)
@@ -404,10 +408,12 @@ class Enrollment:
         def hook(tx: StoreTransaction, record: CertificateRecord) -> None:
             data: dict[str, object] = {"serial": record.serial, "method": str(authorization.method)}
             use = authorization.use
-            if use is not None and use.method is Method.SECRET:
+            if use is not None and use.method is EnrollMethod.SECRET:
                 data["secret_id"] = use.credential_id
             if approval is not None:
-                tx.update_approval(replace(approval, status="issued", serial=record.serial))
+                tx.update_approval(
+                    replace(approval, status=ApprovalStatus.ISSUED, serial=record.serial)
+                )
                 data["request"] = approval.request_id
             if authorization.bootstrap_ca is not None:
                 data["bootstrap_ca"] = authorization.bootstrap_ca

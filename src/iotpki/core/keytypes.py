@@ -11,15 +11,29 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
 )
 
-from iotpki.core.models import KeyAlgorithm
+from iotpki.core.models import KeyAlgorithm, KeyType
+from iotpki.errors import ConfigError
 
 __all__ = [
+    "KEY_TYPE_ALIASES",
     "algorithm_of",
     "describe_key",
     "generate_private_key",
     "key_fingerprint",
+    "key_type_of",
+    "parse_key_type",
     "signature_hash",
 ]
+
+KEY_TYPE_ALIASES: dict[str, KeyType] = {
+    **{alias: KeyType.P256 for alias in ("ec-p256", "ecdsa-p256", "p-256", "secp256r1")},
+    **{alias: KeyType.P384 for alias in ("ec-p384", "ecdsa-p384", "p-384", "secp384r1")},
+    "prime256v1": KeyType.P256,
+    "ml-dsa-44": KeyType.MLDSA44,
+    "ml-dsa-65": KeyType.MLDSA65,
+}
+"""Other spellings of key types accepted where settings are read (curve and FIPS 204 names);
+never used inside iotpki, where :class:`KeyType` names them."""
 
 _CURVES: dict[KeyAlgorithm, ec.EllipticCurve] = {
     KeyAlgorithm.P256: ec.SECP256R1(),
@@ -58,6 +72,24 @@ def algorithm_of(key: CertificatePublicKeyTypes) -> KeyAlgorithm | None:
     if isinstance(key, mldsa.MLDSA65PublicKey):
         return KeyAlgorithm.MLDSA65
     return None
+
+
+def parse_key_type(text: str) -> KeyType:
+    """A key type from settings: its name, or one of :data:`KEY_TYPE_ALIASES`, any case."""
+    name = text.strip().lower()
+    try:
+        return KEY_TYPE_ALIASES.get(name) or KeyType(name)
+    except ValueError:
+        known = ", ".join(KeyType)
+        raise ConfigError(f"unknown key type {text!r}: use one of {known}") from None
+
+
+def key_type_of(key: CertificatePublicKeyTypes) -> KeyType | None:
+    """The key type of a public key (RSA of any size), or None if it is none that iotpki knows."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return KeyType.RSA
+    algorithm = algorithm_of(key)
+    return algorithm.key_type if algorithm else None
 
 
 def describe_key(key: CertificatePublicKeyTypes) -> str:

@@ -13,8 +13,23 @@ from datetime import datetime
 from cryptography import x509
 
 
+class KeyType(enum.StrEnum):
+    """The key families a profile accepts: the one vocabulary of key types.
+
+    Each :class:`KeyAlgorithm` is one of these at one size (:attr:`KeyAlgorithm.key_type`);
+    other spellings found in settings are read by :func:`iotpki.core.keytypes.parse_key_type`.
+    """
+
+    P256 = "p256"
+    P384 = "p384"
+    RSA = "rsa"  # any size from the profile's min_rsa_bits
+    ED25519 = "ed25519"
+    MLDSA44 = "mldsa44"
+    MLDSA65 = "mldsa65"
+
+
 class KeyAlgorithm(enum.StrEnum):
-    """Key types a CA or a device may hold."""
+    """Keys a CA or a device may hold: a key type at one size, named as the type if it has one."""
 
     P256 = "p256"
     P384 = "p384"
@@ -24,6 +39,11 @@ class KeyAlgorithm(enum.StrEnum):
     ED25519 = "ed25519"
     MLDSA44 = "mldsa44"
     MLDSA65 = "mldsa65"
+
+    @property
+    def key_type(self) -> KeyType:
+        """The key type this algorithm is one size of."""
+        return KeyType.RSA if self.value.startswith("rsa") else KeyType(self.value)
 
 
 class CAKind(enum.StrEnum):
@@ -91,6 +111,60 @@ class Role(enum.StrEnum):
     REPORTER = "reporter"  # brokers and gateways that report certificate usage
 
 
+class DeviceStatus(enum.StrEnum):
+    """Whether a registered device may enroll."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class BootstrapCAStatus(enum.StrEnum):
+    """Whether a manufacturer (IDevID) CA is trusted for enrollment."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class EnrollPolicy(enum.StrEnum):
+    """Which IDevIDs of a bootstrap CA may enroll."""
+
+    REGISTERED = "registered"  # only devices bound to their IDevID in the registry
+    ANY = "any"  # any device holding an IDevID of this CA
+
+
+class EnrollMethod(enum.StrEnum):
+    """How an enrolling device authenticated (part of its audit actor and of an approval)."""
+
+    SECRET = "secret"
+    IDEVID = "idevid"
+    CURRENT = "reenroll"
+    CHALLENGE = "challenge"
+
+
+class ApprovalStatus(enum.StrEnum):
+    """Where an enrollment waiting for an operator stands."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    ISSUED = "issued"
+
+
+class ScepTransactionKind(enum.StrEnum):
+    """What a SCEP transaction asks for (RFC 8894 PKCSReq or RenewalReq)."""
+
+    ENROLL = "enroll"
+    RENEW = "renew"
+
+
+class ScepTransactionStatus(enum.StrEnum):
+    """A SCEP transaction's pkiStatus (RFC 8894 section 3.2.1.3), by name."""
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
 @dataclass(frozen=True, slots=True)
 class CARecord:
     """A CA of this installation (or an external parent known only by its certificate)."""
@@ -146,7 +220,7 @@ class DeviceRecord:
     """A device of the registry."""
 
     device_id: str
-    status: str = "active"
+    status: DeviceStatus = DeviceStatus.ACTIVE
     metadata: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
 
@@ -262,10 +336,10 @@ class BootstrapCARecord:
     name: str
     certificate_der: bytes
     fingerprint: str  # SHA-256 of the certificate DER, hex
-    enroll_policy: str  # "registered": only bound devices; "any": any device of this CA
+    enroll_policy: EnrollPolicy
     profile: str | None = None  # the profile its devices get when the request names none
     approval: bool = False  # enrollments wait for an operator's approval
-    status: str = "active"  # "active" or "revoked"
+    status: BootstrapCAStatus = BootstrapCAStatus.ACTIVE
     created_at: datetime | None = None
 
     @property
@@ -317,11 +391,11 @@ class ApprovalRecord:
 
     request_id: str
     device_id: str
-    method: str  # "idevid" or "secret"
+    method: EnrollMethod
     profile: str
     ca_name: str | None
     csr_fingerprint: str  # SHA-256 of the CSR DER, hex
-    status: str  # "pending", "approved", "rejected", "issued"
+    status: ApprovalStatus
     created_at: datetime
     decided_at: datetime | None = None
     decided_by: str | None = None
@@ -350,8 +424,8 @@ class ScepTransactionRecord:
 
     ca_name: str
     transaction_id: str
-    kind: str  # "enroll" or "renew"
-    status: str  # "pending", "success" or "failure"
+    kind: ScepTransactionKind
+    status: ScepTransactionStatus
     key_fingerprint: str  # SHA-256 of the requested SubjectPublicKeyInfo, hex
     csr_der: bytes | None  # a pending request stored before scep_0002; None since
     device_id: str | None

@@ -20,14 +20,20 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, mldsa, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iotpki.core.device_id import is_device_id
 from iotpki.core.keyquality import weaknesses
-from iotpki.core.keytypes import describe_key, generate_private_key, signature_hash
-from iotpki.core.models import KeyAlgorithm
+from iotpki.core.keytypes import (
+    describe_key,
+    generate_private_key,
+    key_type_of,
+    parse_key_type,
+    signature_hash,
+)
+from iotpki.core.models import KeyAlgorithm, KeyType
 from iotpki.errors import ConfigError, KeyRejected, PolicyViolation
 
 __all__ = [
@@ -74,7 +80,7 @@ EKU_NAMES: dict[str, x509.ObjectIdentifier] = {
     "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
     "OCSPSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
 }
-KEY_TYPES = ("p256", "p384", "rsa", "ed25519", "mldsa44", "mldsa65")
+KEY_TYPES = tuple(KeyType)
 _SAN_TYPES = ("dns", "ip", "uri", "email")
 
 
@@ -94,7 +100,7 @@ class Profile:
 
     name: str
     identity: Identity
-    key_types: tuple[str, ...]
+    key_types: tuple[KeyType, ...]
     default_lifetime: timedelta
     max_lifetime: timedelta
     key_usage: tuple[str, ...]
@@ -118,6 +124,7 @@ class Profile:
         for key_type in self.key_types:
             if key_type not in KEY_TYPES:
                 raise ConfigError(f"profile {self.name}: unknown key type {key_type!r}")
+        object.__setattr__(self, "key_types", tuple(KeyType(k) for k in self.key_types))
         for usage in self.key_usage:
             if usage not in _KEY_USAGE_NAMES:
                 raise ConfigError(f"profile {self.name}: unknown key usage {usage!r}")
@@ -140,14 +147,15 @@ class Profile:
 INTERNAL_SERVER_PROFILE = "internal-server"
 """The profile of the server's own TLS certificate."""
 
-_ALL_KEYS = ("p256", "p384", "rsa", "ed25519", "mldsa44", "mldsa65")
+_ALL_KEYS = KEY_TYPES
+_CLASSIC_KEYS = (KeyType.P256, KeyType.P384, KeyType.RSA, KeyType.ED25519)
 DEFAULT_PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile(
             name="device",
             identity="device",
-            key_types=("p256", "p384", "rsa", "ed25519"),
+            key_types=_CLASSIC_KEYS,
             default_lifetime=timedelta(days=30),
             max_lifetime=timedelta(days=397),
             key_usage=("digital_signature",),
@@ -157,7 +165,7 @@ DEFAULT_PROFILES: dict[str, Profile] = {
         Profile(
             name="gateway",
             identity="device",
-            key_types=("p256", "p384", "rsa", "ed25519"),
+            key_types=_CLASSIC_KEYS,
             default_lifetime=timedelta(days=90),
             max_lifetime=timedelta(days=397),
             key_usage=("digital_signature",),
@@ -167,7 +175,7 @@ DEFAULT_PROFILES: dict[str, Profile] = {
         Profile(
             name="server",
             identity="server",
-            key_types=("p256", "p384", "rsa", "ed25519"),
+            key_types=_CLASSIC_KEYS,
             default_lifetime=timedelta(days=90),
             max_lifetime=timedelta(days=397),
             key_usage=("digital_signature",),
@@ -177,7 +185,7 @@ DEFAULT_PROFILES: dict[str, Profile] = {
         Profile(  # the server's own HTTPS listener; internal names such as localhost are usual
             name=INTERNAL_SERVER_PROFILE,
             identity="server",
-            key_types=("p256", "p384", "rsa", "ed25519"),
+            key_types=_CLASSIC_KEYS,
             default_lifetime=timedelta(days=90),
             max_lifetime=timedelta(days=397),
             key_usage=("digital_signature",),
@@ -201,7 +209,7 @@ DEFAULT_PROFILES: dict[str, Profile] = {
         Profile(  # RFC 8894 section 2.1: the RA signs CertReps and decrypts requests
             name="scep-ra",
             identity="responder",
-            key_types=("rsa",),
+            key_types=(KeyType.RSA,),
             default_lifetime=timedelta(days=365),
             max_lifetime=timedelta(days=397),
             key_usage=("digital_signature", "key_encipherment"),
@@ -234,6 +242,8 @@ def profile_from_mapping(name: str, values: Mapping[str, object]) -> Profile:
             if not isinstance(value, list | tuple):
                 raise ConfigError(f"profile {name}: {key} must be a list")
             fields[key] = tuple(str(v) for v in value)
+            if key == "key_types":
+                fields[key] = tuple(_key_type(name, str(v)) for v in value)
         else:
             fields[key] = value
     try:
@@ -242,6 +252,13 @@ def profile_from_mapping(name: str, values: Mapping[str, object]) -> Profile:
         return Profile(name=name, **fields)  # type: ignore[arg-type]
     except TypeError as exc:
         raise ConfigError(f"profile {name}: {exc}") from exc
+
+
+def _key_type(profile: str, text: str) -> KeyType:
+    try:
+        return parse_key_type(text)
+    except ConfigError as exc:
+        raise ConfigError(f"profile {profile}: {exc.message}") from exc
 
 
 def operational_profiles(profiles: Mapping[str, Profile]) -> tuple[str, ...]:
@@ -254,7 +271,7 @@ def check_public_key(key: CertificatePublicKeyTypes, profile: Profile) -> None:
     if isinstance(key, dsa.DSAPublicKey):
         raise KeyRejected("DSA keys are not accepted", key=describe_key(key))
     if isinstance(key, rsa.RSAPublicKey):
-        if "rsa" not in profile.key_types:
+        if KeyType.RSA not in profile.key_types:
             raise KeyRejected(f"profile {profile.name} does not accept RSA keys")
         if key.key_size < profile.min_rsa_bits:
             raise KeyRejected(
@@ -271,25 +288,18 @@ def check_public_key(key: CertificatePublicKeyTypes, profile: Profile) -> None:
                 checks=[w.check for w in weak],
             )
         return
+    key_type = key_type_of(key)
     if isinstance(key, ec.EllipticCurvePublicKey):
-        allowed = {"secp256r1": "p256", "secp384r1": "p384"}
-        short = allowed.get(key.curve.name)
-        if short is None or short not in profile.key_types:
+        if key_type is None or key_type not in profile.key_types:
             raise KeyRejected(
                 f"curve {key.curve.name} is not allowed by profile {profile.name}",
                 key=describe_key(key),
             )
         return
-    named = {
-        ed25519.Ed25519PublicKey: "ed25519",
-        mldsa.MLDSA44PublicKey: "mldsa44",
-        mldsa.MLDSA65PublicKey: "mldsa65",
-    }
-    for cls, short in named.items():
-        if isinstance(key, cls):
-            if short not in profile.key_types:
-                raise KeyRejected(f"profile {profile.name} does not accept {short} keys")
-            return
+    if key_type is not None:
+        if key_type not in profile.key_types:
+            raise KeyRejected(f"profile {profile.name} does not accept {key_type} keys")
+        return
     if isinstance(key, ed448.Ed448PublicKey):
         raise KeyRejected("Ed448 keys are not accepted")
     raise KeyRejected(f"unsupported key type {describe_key(key)}")
@@ -551,14 +561,8 @@ def decide_renewal(
     )
 
 
-_TEMPLATE_KEYS = {
-    "p256": KeyAlgorithm.P256,
-    "p384": KeyAlgorithm.P384,
-    "rsa": KeyAlgorithm.RSA2048,
-    "ed25519": KeyAlgorithm.ED25519,
-    "mldsa44": KeyAlgorithm.MLDSA44,
-    "mldsa65": KeyAlgorithm.MLDSA65,
-}
+_TEMPLATE_KEYS = {algorithm.key_type: algorithm for algorithm in reversed(KeyAlgorithm)}
+"""The algorithm of each key type's template key: its first (smallest) size."""
 
 
 def template_request(profile: Profile, now: datetime) -> tuple[CertificatePublicKeyTypes, Decision]:

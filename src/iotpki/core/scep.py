@@ -44,7 +44,9 @@ from iotpki.core.models import (
     KeyAlgorithm,
     ScepChallengeRecord,
     ScepRaRecord,
+    ScepTransactionKind,
     ScepTransactionRecord,
+    ScepTransactionStatus,
 )
 from iotpki.core.ports import KeyBackend, StoreTransaction
 from iotpki.errors import ConfigError, Conflict, NotFound, RequestError
@@ -282,8 +284,8 @@ class ScepService:
         record = ScepTransactionRecord(
             ca_name=ca,
             transaction_id=transaction_id,
-            kind="enroll",
-            status="pending",
+            kind=ScepTransactionKind.ENROLL,
+            status=ScepTransactionStatus.PENDING,
             key_fingerprint=fingerprint,
             csr_der=None,  # the CSR holds the challenge password: never stored in clear
             device_id=authorization.device_id,
@@ -313,7 +315,11 @@ class ScepService:
             return ScepResult(record, audited=request is not None)
 
         def record_enrollment(tx: StoreTransaction, issued: CertificateRecord) -> None:
-            _store(tx, existing, replace(record, status="success", serial=issued.serial))
+            _store(
+                tx,
+                existing,
+                replace(record, status=ScepTransactionStatus.SUCCESS, serial=issued.serial),
+            )
             _audit_request(tx, actor, record, request, "success", issued.serial)
 
         issued = self._authority.issue(
@@ -324,7 +330,7 @@ class ScepService:
             actor=actor,
             within=self._authenticators.within(authorization, record_enrollment),
         )
-        done = replace(record, status="success", serial=issued.record.serial)
+        done = replace(record, status=ScepTransactionStatus.SUCCESS, serial=issued.record.serial)
         return ScepResult(done, issued, audited=request is not None)
 
     def issued_here(self, certificate: x509.Certificate, ca: str) -> bool:
@@ -359,8 +365,8 @@ class ScepService:
         record = ScepTransactionRecord(
             ca_name=ca,
             transaction_id=transaction_id,
-            kind="renew",
-            status="success",
+            kind=ScepTransactionKind.RENEW,
+            status=ScepTransactionStatus.SUCCESS,
             key_fingerprint=fingerprint,
             csr_der=None,
             device_id=old.device_id,
@@ -440,7 +446,7 @@ class ScepService:
         if not approve:
             rejected = replace(
                 _answered(pending),
-                status="failure",
+                status=ScepTransactionStatus.FAILURE,
                 fail_info="badRequest",
                 updated_at=now,
                 decided_by=actor,
@@ -450,7 +456,12 @@ class ScepService:
                 tx.append_audit(now, actor, "scep.rejected", transaction_id, {"ca": ca})
             return ScepResult(rejected)
         csr = x509.load_der_x509_csr(self._pending_csr(pending))
-        approved = replace(_answered(pending), status="success", updated_at=now, decided_by=actor)
+        approved = replace(
+            _answered(pending),
+            status=ScepTransactionStatus.SUCCESS,
+            updated_at=now,
+            decided_by=actor,
+        )
 
         def record(tx: StoreTransaction, issued: CertificateRecord) -> None:
             _store(tx, pending, replace(approved, serial=issued.serial))

@@ -13,8 +13,12 @@ from sqlalchemy.engine import Row
 
 from iotpki.core.models import (
     ApprovalRecord,
+    ApprovalStatus,
     BootstrapCARecord,
+    BootstrapCAStatus,
     EnrollmentSecretRecord,
+    EnrollMethod,
+    EnrollPolicy,
     IdevidBinding,
 )
 from iotpki.store import schema as s
@@ -29,10 +33,10 @@ def _bootstrap(row: Row[Any]) -> BootstrapCARecord:
         name=row.name,
         certificate_der=row.certificate_der,
         fingerprint=row.fingerprint,
-        enroll_policy=row.enroll_policy,
+        enroll_policy=EnrollPolicy(row.enroll_policy),
         profile=row.profile,
         approval=row.approval,
-        status=row.status,
+        status=BootstrapCAStatus(row.status),
         created_at=row.created_at,
     )
 
@@ -56,11 +60,11 @@ def _approval(row: Row[Any]) -> ApprovalRecord:
     return ApprovalRecord(
         request_id=row.request_id,
         device_id=row.device_id,
-        method=row.method,
+        method=EnrollMethod(row.method),
         profile=row.profile,
         ca_name=row.ca_name,
         csr_fingerprint=row.csr_fingerprint,
-        status=row.status,
+        status=ApprovalStatus(row.status),
         created_at=row.created_at,
         decided_at=row.decided_at,
         decided_by=row.decided_by,

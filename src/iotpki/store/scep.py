@@ -11,7 +11,13 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.engine import Row
 
-from iotpki.core.models import ScepChallengeRecord, ScepRaRecord, ScepTransactionRecord
+from iotpki.core.models import (
+    ScepChallengeRecord,
+    ScepRaRecord,
+    ScepTransactionKind,
+    ScepTransactionRecord,
+    ScepTransactionStatus,
+)
 from iotpki.store import schema as s
 
 __all__ = ["ScepSql"]
@@ -38,8 +44,8 @@ def _transaction(row: Row[Any]) -> ScepTransactionRecord:
     return ScepTransactionRecord(
         ca_name=row.ca_name,
         transaction_id=row.transaction_id,
-        kind=row.kind,
-        status=row.status,
+        kind=ScepTransactionKind(row.kind),
+        status=ScepTransactionStatus(row.status),
         key_fingerprint=row.key_fingerprint,
         csr_der=row.csr_der,
         device_id=row.device_id,

@@ -36,6 +36,7 @@ from iotpki.core.models import (
     CertificateRecord,
     CertStatus,
     DeviceRecord,
+    DeviceStatus,
     LintFinding,
     RevocationReason,
 )
@@ -319,7 +320,7 @@ class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql, AuthSql, AbuseSql):
             return None
         return DeviceRecord(
             device_id=row.device_id,
-            status=row.status,
+            status=DeviceStatus(row.status),
             metadata=json.loads(row.metadata),
             created_at=row.created_at,
         )

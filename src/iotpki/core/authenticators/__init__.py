@@ -17,7 +17,6 @@ from iotpki.core.authenticators.model import (
     Credentials,
     CredentialUse,
     CurrentCertificate,
-    Method,
     OneTimeSecret,
     ScepChallenge,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "CredentialUse",
     "Credentials",
     "CurrentCertificate",
-    "Method",
     "OneTimeSecret",
     "ScepChallenge",
     "SecretLimits",

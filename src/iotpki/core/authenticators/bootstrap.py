@@ -14,9 +14,9 @@ from iotpki.core.authenticators.model import (
     Authorization,
     BootstrapCertificate,
     Context,
-    Method,
 )
 from iotpki.core.authenticators.secret import check_active
+from iotpki.core.models import EnrollMethod
 from iotpki.core.ports import Clock, Store
 from iotpki.core.x509util import issued_by
 from iotpki.errors import AuthError, Forbidden
@@ -36,7 +36,7 @@ def idevid_identity(cert: x509.Certificate) -> str | None:
 class BootstrapAuthenticator:
     """An IDevID from a registered, active bootstrap CA."""
 
-    method = Method.IDEVID
+    method = EnrollMethod.IDEVID
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store

@@ -9,9 +9,9 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from iotpki.core.authenticators.model import Authorization, Context, CurrentCertificate, Method
+from iotpki.core.authenticators.model import Authorization, Context, CurrentCertificate
 from iotpki.core.authority import serial_hex
-from iotpki.core.models import CertificateRecord, CertStatus
+from iotpki.core.models import CertificateRecord, CertStatus, EnrollMethod
 from iotpki.core.ports import Clock, Store
 from iotpki.core.x509util import issued_by
 from iotpki.errors import AuthError, Forbidden
@@ -22,7 +22,7 @@ __all__ = ["CurrentAuthenticator"]
 class CurrentAuthenticator:
     """A valid, unrevoked device certificate this installation issued."""
 
-    method = Method.CURRENT
+    method = EnrollMethod.CURRENT
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store

@@ -23,14 +23,13 @@ from iotpki.core.authenticators.model import (
     Credentials,
     CredentialUse,
     CurrentCertificate,
-    Method,
     OneTimeSecret,
     ScepChallenge,
 )
 from iotpki.core.authenticators.scep_challenge import ChallengeAuthenticator
 from iotpki.core.authenticators.secret import SecretAuthenticator, SecretLimits
 from iotpki.core.authority import Authority, RecordHook
-from iotpki.core.models import CertificateRecord
+from iotpki.core.models import CertificateRecord, EnrollMethod
 from iotpki.core.ports import StoreTransaction
 from iotpki.errors import AuthError, IotpkiError
 
@@ -39,14 +38,14 @@ __all__ = ["Authenticators", "consume"]
 
 def consume(tx: StoreTransaction, use: CredentialUse, at: datetime) -> None:
     """Use up a one-time credential in ``tx``; ``AuthError`` (rolling ``tx`` back) if it was."""
-    if use.method is Method.SECRET:
+    if use.method is EnrollMethod.SECRET:
         secret = next(
             (s for s in tx.enrollment_secrets(use.device_id) if s.secret_id == use.credential_id),
             None,
         )
         if secret is None or not tx.update_enrollment_secret(replace(secret, used_at=at)):
             raise AuthError("the enrollment secret was already used")
-    elif use.method is Method.CHALLENGE:
+    elif use.method is EnrollMethod.CHALLENGE:
         if not tx.use_scep_challenge(use.credential_id, at, use.transaction_id or ""):
             raise AuthError("the challenge password was used already", device_id=use.device_id)
     else:

@@ -9,12 +9,11 @@ is an :class:`iotpki.errors.IotpkiError` carrying its reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from cryptography import x509
 
-from iotpki.core.models import CertificateRecord
+from iotpki.core.models import CertificateRecord, EnrollMethod
 
 __all__ = [
     "Authenticator",
@@ -24,19 +23,9 @@ __all__ = [
     "CredentialUse",
     "Credentials",
     "CurrentCertificate",
-    "Method",
     "OneTimeSecret",
     "ScepChallenge",
 ]
-
-
-class Method(StrEnum):
-    """How a request authenticated; part of its audit actor."""
-
-    SECRET = "secret"
-    IDEVID = "idevid"
-    CURRENT = "reenroll"
-    CHALLENGE = "challenge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +75,7 @@ class Context:
 class CredentialUse:
     """A one-time credential to consume in the transaction that records the certificate."""
 
-    method: Method
+    method: EnrollMethod
     credential_id: str
     device_id: str
     transaction_id: str | None = None
@@ -97,7 +86,7 @@ class Authorization:
     """An authenticated device and what its credential allows."""
 
     device_id: str
-    method: Method
+    method: EnrollMethod
     protocol: str
     profile: str | None = None  # the profile the credential is bound to, if any
     ca: str | None = None  # the CA the credential is bound to, if any
@@ -118,7 +107,7 @@ C_contra = TypeVar("C_contra", contravariant=True)
 class Authenticator(Protocol[C_contra]):
     """One way to authenticate an enrolling device."""
 
-    method: Method
+    method: EnrollMethod
 
     def claimed(self, credentials: C_contra) -> str:
         """Who the credentials claim to be, for the audit of a refusal."""

@@ -12,10 +12,10 @@ from iotpki.core.authenticators.model import (
     Authorization,
     Context,
     CredentialUse,
-    Method,
     ScepChallenge,
 )
 from iotpki.core.authenticators.secret import secret_hash
+from iotpki.core.models import EnrollMethod
 from iotpki.core.ports import Clock, Store
 from iotpki.errors import AuthError
 
@@ -25,7 +25,7 @@ __all__ = ["ChallengeAuthenticator"]
 class ChallengeAuthenticator:
     """A SCEP challenge password: unused, unexpired, for the CA the request addresses."""
 
-    method = Method.CHALLENGE
+    method = EnrollMethod.CHALLENGE
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store

@@ -19,11 +19,10 @@ from iotpki.core.authenticators.model import (
     Authorization,
     Context,
     CredentialUse,
-    Method,
     OneTimeSecret,
 )
 from iotpki.core.device_id import is_device_id
-from iotpki.core.models import EnrollmentSecretRecord, SecretLockout
+from iotpki.core.models import EnrollmentSecretRecord, EnrollMethod, SecretLockout
 from iotpki.core.ports import Clock, Store, StoreTransaction
 from iotpki.errors import AuthError, Forbidden, RateLimited
 
@@ -54,7 +53,7 @@ class SecretLimits:
 class SecretAuthenticator:
     """A device's one-time enrollment secret."""
 
-    method = Method.SECRET
+    method = EnrollMethod.SECRET
 
     def __init__(self, store: Store, clock: Clock, limits: SecretLimits | None = None) -> None:
         self._store = store

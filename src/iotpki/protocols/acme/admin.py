@@ -5,45 +5,28 @@ Authentication, roles and the error form are the admin API's own (``iotpki.api.r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from iotpki.api.routes import AdminApi
+from iotpki.api.models import AdvanceRenewalRequest, EabRequest
+from iotpki.api.openapi import ACME
+from iotpki.api.routes import AdminApi, _json_body
+from iotpki.api.schema import bind, validate
 from iotpki.core.acme_ports import AcmeStore
 from iotpki.core.authority import Authority
 from iotpki.core.models import ApiTokenRecord
 from iotpki.core.policy import parse_duration
-from iotpki.errors import ConfigError, MalformedInput, RequestError
+from iotpki.errors import ConfigError, RequestError
 from iotpki.protocols.acme import eab, renewal
-from iotpki.protocols.http import blocking, read_body
+from iotpki.protocols.http import blocking
 
 __all__ = ["acme_admin_routes"]
 
-
-async def json_body(request: Request) -> dict[str, Any]:
-    """A bounded JSON object body."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise RequestError("expected Content-Type: application/json")
-    try:
-        data = json.loads(await read_body(request, 16 * 1024))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedInput(f"body is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MalformedInput("body must be a JSON object")
-    return data
-
-
-def _text(data: dict[str, object], name: str, default: str | None = None) -> str | None:
-    value = data.get(name, default)
-    if value is not None and (not isinstance(value, str) or len(value) > 512):
-        raise RequestError(f"field {name!r} must be a string", field=name)
-    return value
+_BODY_LIMIT = 16 * 1024
 
 
 def _duration(value: str | None, name: str) -> timedelta | None:
@@ -77,22 +60,19 @@ class AcmeAdmin:
 
     async def create_eab(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /acme/eab: a single-use EAB credential (its HMAC key is shown only here)."""
-        data = await json_body(request)
-        patterns = data.get("device_patterns", [])
-        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-            raise RequestError("device_patterns must be a list of strings")
+        data = validate(EabRequest, await _json_body(request, _BODY_LIMIT))
         credential, key = await blocking(
             lambda: eab.create(
                 self.store,
                 now=self.authority.clock.now(),
                 actor=f"api:{caller.token_id}",
                 profiles=self.profiles,
-                tenant=_text(data, "tenant") or "",
-                profile=_text(data, "profile", "server") or "server",
-                device_profile=_text(data, "device_profile", "device") or "device",
-                device_patterns=tuple(patterns),
-                description=_text(data, "description", "") or "",
-                lifetime=_duration(_text(data, "lifetime"), "lifetime"),
+                tenant=data.tenant or "",
+                profile=data.profile or "server",
+                device_profile=data.device_profile or "device",
+                device_patterns=tuple(data.device_patterns),
+                description=data.description or "",
+                lifetime=_duration(data.lifetime, "lifetime"),
             )
         )
         return JSONResponse({**eab.credential_json(credential), "hmac_key": key}, status_code=201)
@@ -122,18 +102,18 @@ class AcmeAdmin:
 
     async def advance_renewal(self, request: Request, caller: ApiTokenRecord) -> Response:
         """POST /acme/renewal-info/advance: pull renewal windows forward (RFC 9773)."""
-        data = await json_body(request)
+        data = validate(AdvanceRenewalRequest, await _json_body(request, _BODY_LIMIT))
         override = await blocking(
             lambda: renewal.advance(
                 self.store,
                 now=self.authority.clock.now(),
                 actor=f"api:{caller.token_id}",
-                serial=_text(data, "serial"),
-                ca_name=_text(data, "ca"),
-                profile=_text(data, "profile"),
-                issued_before=_time(_text(data, "issued_before"), "issued_before"),
-                within=_duration(_text(data, "within"), "within") or timedelta(hours=6),
-                explanation_url=_text(data, "explanation_url"),
+                serial=data.serial,
+                ca_name=data.ca,
+                profile=data.profile,
+                issued_before=_time(data.issued_before, "issued_before"),
+                within=_duration(data.within, "within") or timedelta(hours=6),
+                explanation_url=data.explanation_url,
             )
         )
         return JSONResponse(renewal.override_json(override), status_code=201)
@@ -143,20 +123,4 @@ def acme_admin_routes(
     authority: Authority, store: AcmeStore, profiles: Collection[str]
 ) -> list[BaseRoute]:
     """The ACME admin routes; EAB credentials are secrets, overrides a revocation-like act."""
-    api = AdminApi(authority)
-    admin = AcmeAdmin(authority, store, profiles)
-    e = api.endpoint
-    return [
-        Route("/api/v1/acme/eab", e("secret:create", admin.create_eab), methods=["POST"]),
-        Route("/api/v1/acme/eab", e("secret:create", admin.list_eab), methods=["GET"]),
-        Route(
-            "/api/v1/acme/eab/{key_id}/revoke",
-            e("secret:create", admin.revoke_eab),
-            methods=["POST"],
-        ),
-        Route(
-            "/api/v1/acme/renewal-info/advance",
-            e("cert:revoke", admin.advance_renewal),
-            methods=["POST"],
-        ),
-    ]
+    return bind(ACME, AdminApi(authority).endpoint, AcmeAdmin(authority, store, profiles))

@@ -51,6 +51,12 @@ _OID_CURVES = {"p256": "1.2.840.10045.3.1.7", "p384": "1.3.132.0.34"}
 _OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 _OID_ECDSA_SHA384 = "1.2.840.10045.4.3.3"
 _OID_SHA256_RSA = "1.2.840.113549.1.1.11"
+# id-ml-dsa-44/65/87 (RFC 9881, NIST CSOR sigAlgs): one OID names both the key and signature.
+_OID_ML_DSA = {
+    "mldsa44": "2.16.840.1.101.3.4.3.17",
+    "mldsa65": "2.16.840.1.101.3.4.3.18",
+    "mldsa87": "2.16.840.1.101.3.4.3.19",
+}
 
 
 class UnsupportedMediaType(RequestError):
@@ -130,7 +136,8 @@ def csr_attributes(key_types: Iterable[str]) -> bytes:
     """RFC 7030 section 4.5.2 CsrAttrs (DER) naming the key algorithms a profile accepts.
 
     ``CsrAttrs ::= SEQUENCE SIZE (0..MAX) OF AttrOrOID``; an EC key is named as the attribute
-    ``id-ecPublicKey`` whose values are the allowed curves, as in the RFC's example.
+    ``id-ecPublicKey`` whose values are the allowed curves, as in the RFC's example; an
+    ML-DSA parameter set by its ``id-ml-dsa-*`` OID (RFC 9881), key and signature alike.
     """
     items: list[bytes] = []
     kinds = list(key_types)
@@ -145,6 +152,7 @@ def csr_attributes(key_types: Iterable[str]) -> bytes:
         items += [_oid(_OID_RSA_ENCRYPTION), _oid(_OID_SHA256_RSA)]
     if "ed25519" in kinds:
         items.append(_oid(_OID_ED25519))
+    items += [_oid(oid) for kind, oid in _OID_ML_DSA.items() if kind in kinds]
     return _tlv(0x30, b"".join(items))
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from estkit import Manufacturer
-from iotpki.core.authenticators import BootstrapCertificate, Context, Method
+from iotpki.core.authenticators import BootstrapCertificate, Context
 from iotpki.core.enrollment import Enrollment
+from iotpki.core.models import EnrollMethod
 from iotpki.errors import AuthError, Forbidden
 from iotpki.installation import Installation
 
@@ -29,7 +30,7 @@ def test_any_device_of_the_bootstrap_ca(enrollment: Enrollment, maker: Manufactu
     enrollment.add_bootstrap_ca("m", maker.cert, enroll_policy="any", actor="t", approval=True)
     _key, idevid = maker.idevid("SN-1")
     granted = enrollment.authenticators.authorize(BootstrapCertificate(idevid), EST)
-    assert (granted.device_id, granted.method) == ("SN-1", Method.IDEVID)
+    assert (granted.device_id, granted.method) == ("SN-1", EnrollMethod.IDEVID)
     assert granted.bootstrap_ca == "m" and granted.approval and granted.use is None
 
 

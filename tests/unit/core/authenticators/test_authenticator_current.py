@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from cryptography import x509
 
-from iotpki.core.authenticators import Authenticators, Context, CurrentCertificate, Method
-from iotpki.core.models import RevocationReason
+from iotpki.core.authenticators import Authenticators, Context, CurrentCertificate
+from iotpki.core.models import EnrollMethod, RevocationReason
 from iotpki.errors import AuthError, Forbidden
 from iotpki.installation import Installation
 
@@ -32,7 +32,7 @@ def test_a_current_certificate_authorizes_its_device(
 ) -> None:
     cert = _issued(inst)
     granted = authenticators.authorize(CurrentCertificate(cert), EST)
-    assert (granted.device_id, granted.method) == ("dev-5", Method.CURRENT)
+    assert (granted.device_id, granted.method) == ("dev-5", EnrollMethod.CURRENT)
     assert granted.current is not None and granted.current.serial == format(cert.serial_number, "x")
     assert granted.actor == "est:reenroll:dev-5"
 

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from iotpki.core.authenticators import Authenticators, Context, Method, ScepChallenge
+from iotpki.core.authenticators import Authenticators, Context, ScepChallenge
+from iotpki.core.models import EnrollMethod
 from iotpki.core.scep import ScepService
 from iotpki.errors import AuthError
 from iotpki.installation import Installation
@@ -31,7 +32,11 @@ def test_the_challenge_authorizes_its_device(
 ) -> None:
     password, record = service.create_challenge("dev-6", actor="t", approval=True)
     granted = authenticators.authorize(ScepChallenge(password), SCEP)
-    assert (granted.device_id, granted.method, granted.ca) == ("dev-6", Method.CHALLENGE, "issuing")
+    assert (granted.device_id, granted.method, granted.ca) == (
+        "dev-6",
+        EnrollMethod.CHALLENGE,
+        "issuing",
+    )
     assert granted.approval and granted.use is not None
     assert (granted.use.credential_id, granted.use.transaction_id) == (record.challenge_id, "t-1")
 

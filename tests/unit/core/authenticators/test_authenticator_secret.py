@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from iotpki.core.authenticators import Context, Method, OneTimeSecret
+from iotpki.core.authenticators import Context, OneTimeSecret
 from iotpki.core.enrollment import Enrollment
+from iotpki.core.models import EnrollMethod
 from iotpki.errors import AuthError, Forbidden
 from iotpki.installation import Installation
 
@@ -30,7 +31,7 @@ def test_the_secret_authorizes_its_device(enrollment: Enrollment) -> None:
     granted = enrollment.authenticators.authorize(OneTimeSecret("dev-1", secret), EST)
     assert (granted.device_id, granted.method, granted.profile) == (
         "dev-1",
-        Method.SECRET,
+        EnrollMethod.SECRET,
         "device",
     )
     assert granted.use is not None and granted.use.credential_id == record.secret_id

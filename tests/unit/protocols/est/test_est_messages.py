@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 
 import pytest
+from asn1crypto import core
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from iotpki.core.policy import DEFAULT_PROFILES
 from iotpki.errors import MalformedInput
 from iotpki.protocols.est import messages
 from iotpki.protocols.est.messages import UnsupportedMediaType
@@ -69,6 +71,21 @@ def test_csr_attributes_vector() -> None:
         " 06 08 2a 86 48 ce 3d 04 03 02".replace(" ", "")
     )
     assert messages.csr_attributes([]) == b"\x30\x00"
+
+
+def test_csr_attributes_name_ml_dsa_for_a_profile_that_accepts_it() -> None:
+    profile = DEFAULT_PROFILES["sub-ca"]
+    assert {"mldsa44", "mldsa65"} <= set(profile.key_types)
+    attrs = core.Sequence.load(messages.csr_attributes(profile.key_types))
+    oids = {
+        item.dotted
+        for item in (attrs[i] for i in range(len(attrs)))
+        if isinstance(item, core.ObjectIdentifier)
+    }
+    # id-ml-dsa-44 and id-ml-dsa-65 (RFC 9881); id-ml-dsa-87 only where a profile accepts it.
+    assert {"2.16.840.1.101.3.4.3.17", "2.16.840.1.101.3.4.3.18"} <= oids
+    assert "2.16.840.1.101.3.4.3.19" not in oids
+    assert messages.csr_attributes(["mldsa87"]).endswith(bytes.fromhex("0609608648016503040313"))
 
 
 def test_serverkeygen_multipart_round_trip(inst: object) -> None:
