@@ -9,7 +9,7 @@ import pytest
 
 from iotpki.core.enrollment import Enrollment, EnrollmentConfig
 from iotpki.errors import AuthError, RateLimited
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock
 

@@ -18,7 +18,7 @@ from iotpki.cli.lookup import find_certificate
 from iotpki.cli.main import app
 from iotpki.core.models import CertificateQuery, CertificateRecord, CertStatus, Role
 from iotpki.errors import Conflict, MalformedInput, NotFound
-from iotpki.installation import Installation, open_installation
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import load_settings
 
 from conftest import device_csr, make_installation

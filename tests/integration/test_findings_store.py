@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from iotpki.installation import Installation
 from iotpki.monitoring.alerts import Alerter
 from iotpki.monitoring.records import FindingChange, Observation
+from iotpki.services.installation import Installation
 from iotpki.store.monitoring import SqlMonitoringStore
 
 from conftest import ManualClock

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from iotpki.core.models import RevocationReason
-from iotpki.installation import Installation
 from iotpki.monitoring.records import InventoryFilter
+from iotpki.services.installation import Installation
 from iotpki.store.inventory import SqlInventoryStore
 
 from conftest import device_csr

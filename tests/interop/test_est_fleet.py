@@ -172,7 +172,7 @@ def test_fleet_renews_without_gaps(tmp_path: Path) -> None:
 
 
 def _revoke_after_first_renewal(inst: object, victim: str, clock: ScaledClock) -> datetime:
-    from iotpki.installation import Installation
+    from iotpki.services.installation import Installation
 
     assert isinstance(inst, Installation)
     deadline = time.monotonic() + 60

@@ -28,13 +28,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from iotpki.api.jsonbody import load_object
-from iotpki.attestation_service import AkcaService
 from iotpki.core.attestation import ek_permanent_identifier
 from iotpki.core.authority import Authority
 from iotpki.core.encoding import pem
 from iotpki.errors import IotpkiError, MalformedInput, RateLimited, RequestError
 from iotpki.protocols.acme.ratelimits import SlidingWindow
 from iotpki.protocols.http import BodyTooLarge, read_body
+from iotpki.services.attestation import AkcaService
 
 __all__ = ["akca_routes"]
 

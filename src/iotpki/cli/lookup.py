@@ -10,8 +10,8 @@ from __future__ import annotations
 from iotpki.core.encoding import parse_serial
 from iotpki.core.models import CertificateRecord
 from iotpki.errors import Conflict, NotFound
-from iotpki.installation import Installation
 from iotpki.monitoring.records import InventoryFilter, InventoryRow
+from iotpki.services.installation import Installation
 from iotpki.store.inventory import SqlInventoryStore
 
 __all__ = ["find_certificate"]

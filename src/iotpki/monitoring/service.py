@@ -21,16 +21,16 @@ from iotpki.core.audit import ChainReport, verify_chain
 from iotpki.core.authority import serial_hex
 from iotpki.core.keyquality import KeyBlocklist
 from iotpki.core.policy import operational_profiles
-from iotpki.egress import EgressPolicy
 from iotpki.errors import ConfigError, Conflict, RequestError
-from iotpki.installation import Installation
-from iotpki.jobs import Job, JobRunner
 from iotpki.keys.file import write_private
 from iotpki.monitoring import checks
 from iotpki.monitoring.alerts import Alerter, validate_webhook_url
 from iotpki.monitoring.keyquality import key_observations, scan_keys
 from iotpki.monitoring.metrics import Metrics
 from iotpki.monitoring.records import FindingChange, UsageEvent
+from iotpki.net.egress import EgressPolicy
+from iotpki.services.installation import Installation
+from iotpki.services.jobs import Job, JobRunner
 from iotpki.store.inventory import SqlInventoryStore
 from iotpki.store.monitoring import SqlMonitoringStore
 

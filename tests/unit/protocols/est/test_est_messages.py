@@ -50,7 +50,7 @@ def test_parse_csr_not_pkcs10() -> None:
 
 
 def test_certs_only_round_trip(inst: object) -> None:
-    from iotpki.installation import Installation
+    from iotpki.services.installation import Installation
 
     assert isinstance(inst, Installation)
     chain = inst.authority.chain("issuing")
@@ -72,7 +72,7 @@ def test_csr_attributes_vector() -> None:
 
 
 def test_serverkeygen_multipart_round_trip(inst: object) -> None:
-    from iotpki.installation import Installation
+    from iotpki.services.installation import Installation
 
     assert isinstance(inst, Installation)
     key = ec.generate_private_key(ec.SECP256R1())

@@ -26,8 +26,8 @@ from iotpki.core.publication import (
 )
 from iotpki.core.responder import OcspResponder
 from iotpki.errors import ConfigError
-from iotpki.installation import Installation
-from iotpki.jobs import Job, JobRunner
+from iotpki.services.installation import Installation
+from iotpki.services.jobs import Job, JobRunner
 from iotpki.settings import RevocationPeriodSettings, Settings
 from iotpki.store.revocation import SqlRevocationStore
 
