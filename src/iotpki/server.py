@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iotpki.api import api_routes
+from iotpki.api.acme import acme_admin_routes
 from iotpki.api.akca import akca_routes
 from iotpki.api.enrollment import enrollment_api_routes
 from iotpki.api.monitoring import monitoring_api_routes
@@ -53,7 +54,6 @@ from iotpki.protocols import acme, aia
 from iotpki.protocols import crl as crl_protocol
 from iotpki.protocols import ocsp as ocsp_protocol
 from iotpki.protocols import scep as scep_protocol
-from iotpki.protocols.acme.admin import acme_admin_routes
 from iotpki.protocols.client_cert import ClientCertSource
 from iotpki.protocols.est.routes import est_routes
 from iotpki.protocols.est.tls import trust_bootstrap_cas

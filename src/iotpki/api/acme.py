@@ -1,6 +1,7 @@
 """Admin API for ACME under ``/api/v1/acme``: EAB credentials and renewal-window overrides.
 
-Authentication, roles and the error form are the admin API's own (``iotpki.api.routes``).
+Authentication, roles and the error form are the admin API's own (``iotpki.api.routes``), as for
+the SCEP and EST admin resources beside it; the ACME codecs come from ``iotpki.protocols.acme``.
 """
 
 from __future__ import annotations
