@@ -46,7 +46,7 @@ from iotpki.core.models import CAStatus
 from iotpki.core.policy import INTERNAL_SERVER_PROFILE
 from iotpki.core.scep import ScepService
 from iotpki.errors import ConfigError, IotpkiError, KeyMissing
-from iotpki.keys.file import write_private
+from iotpki.files import write_private
 from iotpki.monitoring.metrics import CONTENT_TYPE_LATEST, Metrics, route_label
 from iotpki.monitoring.service import Monitor
 from iotpki.net.asgi_tls import TLSExtensionProtocol

@@ -44,8 +44,9 @@ from cryptography.x509.oid import NameOID
 from iotpki.core.models import CAKind, CAStatus, CertStatus
 from iotpki.core.rollover import cross_certificates
 from iotpki.errors import ConfigError
+from iotpki.files import write_atomically
 from iotpki.services.installation import Installation
-from iotpki.services.revocation import RevocationService, write_atomically
+from iotpki.services.revocation import RevocationService
 
 __all__ = ["BrokerSettings", "refresh", "write_config"]
 
