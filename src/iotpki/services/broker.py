@@ -195,8 +195,7 @@ def _issue_certificate(inst: Installation, settings: BrokerSettings) -> str:
     key_pem = key.private_bytes(
         _PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    write_atomically(settings.path("broker.key"), key_pem)
-    os.chmod(settings.path("broker.key"), 0o600)
+    write_atomically(settings.path("broker.key"), key_pem, mode=0o600)
     write_atomically(settings.path("broker.pem"), chain)
     log.info("broker certificate %s issued by %s", issued.record.serial, issued.record.ca_name)
     return issued.record.serial
