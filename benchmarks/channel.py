@@ -1,6 +1,6 @@
 """The cost of iotpki's checks on the secure channel.
 
-- mutual-TLS 1.3 handshakes per second against a server built with ``iotpki.tls.Channel``
+- mutual-TLS 1.3 handshakes per second against a server built with ``iotpki.net.tls.Channel``
   (OpenSSL's CRL check of the client certificate with a CRL of N revoked entries, then the
   post-handshake revocation check and device-ID mapping), beside the same handshakes on a plain
   ``ssl`` server context with the same certificates and no revocation checking: the ratio is the
@@ -34,12 +34,12 @@ from rich.console import Console
 from rich.table import Table
 
 from iotpki.core.revocation import build_crl
-from iotpki.installation import Installation, open_installation
 from iotpki.messages import MessageSigner, MessageVerifier
 from iotpki.messages.cose import decode_sign1, sign1, verify_sign1
-from iotpki.revocation_check import CrlCache, RevocationChecker
+from iotpki.net.revocation_check import CrlCache, RevocationChecker
+from iotpki.net.tls import Channel, Identity, client_context, server_context
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import Settings
-from iotpki.tls import Channel, Identity, client_context, server_context
 
 console = Console()
 _PEM = serialization.Encoding.PEM
@@ -224,7 +224,7 @@ def main() -> None:
             "mTLS 1.3 handshakes, plain ssl (no revocation check)", f"{plain:,.0f}", "1.00"
         )
         table.add_row(
-            f"mTLS 1.3 handshakes, iotpki.tls (CRL of {args.revoked:,} entries + device ID)",
+            f"mTLS 1.3 handshakes, iotpki.net.tls (CRL of {args.revoked:,} entries + device ID)",
             f"{checked:,.0f}",
             f"{checked / plain:.2f}",
         )

@@ -184,7 +184,7 @@ def iotpki_server(home: Path) -> Iterator[int]:
 def est_requests(home: Path, count: int, prefix: str) -> list[bytes]:
     """``count`` simpleenroll requests, each with its own device and one-time secret."""
     from iotpki.core.enrollment import Enrollment
-    from iotpki.installation import open_installation
+    from iotpki.services.installation import open_installation
     from iotpki.settings import load_settings
 
     os.environ["IOTPKI_PASSPHRASE"] = "bench"
@@ -325,7 +325,7 @@ def agent_rss(work: Path) -> float:
     """Resident MB of ``python -m iotpki.agent run`` once enrolled and waiting."""
     home = work / "iotpki"
     from iotpki.core.enrollment import Enrollment
-    from iotpki.installation import open_installation
+    from iotpki.services.installation import open_installation
     from iotpki.settings import load_settings
 
     inst = open_installation(load_settings(home), lint=False)

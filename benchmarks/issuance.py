@@ -37,7 +37,7 @@ from rich.table import Table
 from iotpki.core.encoding import load_csr
 from iotpki.core.keytypes import signature_hash
 from iotpki.core.models import KeyAlgorithm
-from iotpki.installation import open_installation
+from iotpki.services.installation import open_installation
 from iotpki.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

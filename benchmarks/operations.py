@@ -39,13 +39,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from sqlalchemy import create_engine, insert, text
 
-from iotpki.asgi_tls import TLSExtensionProtocol
 from iotpki.core.access import create_token
 from iotpki.core.models import Role
 from iotpki.core.monitoring import InventoryFilter
-from iotpki.installation import Installation, open_installation
 from iotpki.monitoring.service import Monitor
+from iotpki.net.asgi_tls import TLSExtensionProtocol
 from iotpki.server import Service, build_https_app, ensure_tls_identity, https_context
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import Settings
 from iotpki.store import schema as s
 

@@ -36,7 +36,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from iotpki.core.models import CertificateQuery, CertificateRecord, RevocationReason
-from iotpki.installation import Installation, open_installation
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import Settings
 
 PEM = serialization.Encoding.PEM
@@ -444,7 +444,7 @@ _CRL_CHILD = textwrap.dedent(
     """
     import resource, sys, time
     from pathlib import Path
-    from iotpki.installation import open_installation
+    from iotpki.services.installation import open_installation
     from iotpki.settings import load_settings
     from iotpki.server import Service
     inst = open_installation(load_settings(Path(sys.argv[1])), lint=False)

@@ -45,9 +45,9 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AttributeOID, NameOID
 
 from iotpki.core.scep import ScepService
-from iotpki.installation import open_installation
 from iotpki.protocols.scep.client import build_request, self_signed_certificate
 from iotpki.protocols.scep.messages import MessageType, parse_pki_message
+from iotpki.services.installation import open_installation
 from iotpki.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,8 +23,8 @@ from jwcrypto.common import json_encode
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from iotpki.installation import Installation
 from iotpki.protocols.acme import AcmeContext, ValidationQueue, acme_routes, build_context
+from iotpki.services.installation import Installation
 from iotpki.store.acme import SqlAcmeStore
 
 ACME = "https://acme.test/acme"

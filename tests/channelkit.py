@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from iotpki.core.authority import Issued
-from iotpki.installation import Installation
-from iotpki.revocation_service import RevocationService
-from iotpki.tls import Identity
+from iotpki.net.tls import Identity
+from iotpki.services.installation import Installation
+from iotpki.services.revocation import RevocationService
 
 _PEM = serialization.Encoding.PEM
 

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from iotpki.installation import Installation, open_installation
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import Settings
 
 PG_URL_ENV = "IOTPKI_TEST_DATABASE_URL"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import uvicorn
 
-from iotpki.asgi_tls import TLSExtensionProtocol
-from iotpki.installation import Installation
+from iotpki.net.asgi_tls import TLSExtensionProtocol
 from iotpki.server import Service, build_https_app, ensure_tls_identity, https_context
+from iotpki.services.installation import Installation
 
 __all__ = ["RunningServer", "free_port", "https_server"]
 

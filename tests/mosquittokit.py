@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from iotpki.broker import BrokerSettings, write_config
-from iotpki.installation import Installation
+from iotpki.services.broker import BrokerSettings, write_config
+from iotpki.services.installation import Installation
 
 __all__ = ["Mosquitto", "free_port", "start_broker"]
 

@@ -12,9 +12,9 @@ from starlette.testclient import TestClient
 
 from iotpki.core.models import CertificateQuery
 from iotpki.core.scep import ScepService
-from iotpki.installation import Installation
 from iotpki.protocols.scep.client import CertRep
 from iotpki.server import Service, build_http_app, scep_service
+from iotpki.services.installation import Installation
 from scepkit import Device, ca_ra_certs, rsa_key
 
 from conftest import ManualClock, make_installation

@@ -34,34 +34,34 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from iotpki.api import api_routes
+from iotpki.api.acme import acme_admin_routes
 from iotpki.api.akca import akca_routes
 from iotpki.api.enrollment import enrollment_api_routes
 from iotpki.api.monitoring import monitoring_api_routes
 from iotpki.api.routes import AdminApi
 from iotpki.api.scep import scep_api_routes
-from iotpki.asgi_tls import TLSExtensionProtocol
-from iotpki.attestation_service import AkcaService
 from iotpki.core.encoding import pem
 from iotpki.core.enrollment import Enrollment, EnrollmentConfig
 from iotpki.core.models import CAStatus
 from iotpki.core.policy import INTERNAL_SERVER_PROFILE
 from iotpki.core.scep import ScepService
 from iotpki.errors import ConfigError, IotpkiError, KeyMissing
-from iotpki.installation import Installation
-from iotpki.keys.file import write_private
+from iotpki.files import write_private
 from iotpki.monitoring.metrics import CONTENT_TYPE_LATEST, Metrics, route_label
 from iotpki.monitoring.service import Monitor
+from iotpki.net.asgi_tls import TLSExtensionProtocol
 from iotpki.protocols import acme, aia
 from iotpki.protocols import crl as crl_protocol
 from iotpki.protocols import ocsp as ocsp_protocol
 from iotpki.protocols import scep as scep_protocol
-from iotpki.protocols.acme.admin import acme_admin_routes
 from iotpki.protocols.client_cert import ClientCertSource
 from iotpki.protocols.est.routes import est_routes
 from iotpki.protocols.est.tls import trust_bootstrap_cas
 from iotpki.protocols.http import blocking
 from iotpki.protocols.scep.responder import CrlSource, ScepResponder
-from iotpki.revocation_service import RevocationService
+from iotpki.services.attestation import AkcaService
+from iotpki.services.installation import Installation
+from iotpki.services.revocation import RevocationService
 from iotpki.store.acme import SqlAcmeStore
 from iotpki.web import web_routes
 

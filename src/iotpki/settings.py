@@ -183,7 +183,7 @@ class Settings(BaseModel):
     # openssl-blacklist files of weak RSA moduli (e.g. Debian CVE-2008-0166), refused at issuance
     key_blocklists: tuple[Path, ...] = ()
     # Networks that ACME validation and webhook deliveries may reach although they are
-    # internal (loopback, private, link-local...; see iotpki.egress), e.g. ["10.20.0.0/16"].
+    # internal (loopback, private, link-local...; see iotpki.net.egress), e.g. ["10.20.0.0/16"].
     egress_allow: tuple[str, ...] = ()
 
     @field_validator("egress_allow")

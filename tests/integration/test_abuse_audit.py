@@ -14,8 +14,8 @@ from iotpki.cli.main import app as cli
 from iotpki.core.audit import REPEATED, source_key
 from iotpki.core.models import AuditEvent
 from iotpki.errors import AuthError
-from iotpki.installation import Installation
 from iotpki.server import Service, build_http_app, build_https_app
+from iotpki.services.installation import Installation
 from iotpki.store.monitoring import SqlMonitoringStore
 
 from conftest import ManualClock

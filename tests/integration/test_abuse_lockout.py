@@ -10,7 +10,7 @@ import pytest
 from iotpki.core.authenticators import Context, OneTimeSecret
 from iotpki.core.enrollment import Enrollment, EnrollmentConfig
 from iotpki.errors import AuthError, RateLimited
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock
 

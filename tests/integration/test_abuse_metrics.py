@@ -7,8 +7,8 @@ import secrets
 
 from starlette.testclient import TestClient
 
-from iotpki.installation import Installation
 from iotpki.server import Service, build_http_app
+from iotpki.services.installation import Installation
 
 
 def _route_series(metrics: str) -> set[str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from iotpki.installation import loose_permissions, open_installation
 from iotpki.server import Service, ensure_tls_identity
+from iotpki.services.installation import loose_permissions, open_installation
 
 from conftest import make_settings
 
@@ -63,7 +63,7 @@ def test_a_looser_file_is_named_in_a_warning(
     config.write_text('organization = "Example"\n')
     os.chmod(config, 0o644)
     os.chmod(home / "iotpki.db", 0o640)
-    with caplog.at_level(logging.WARNING, logger="iotpki.installation"):
+    with caplog.at_level(logging.WARNING, logger="iotpki.services.installation"):
         open_installation(make_settings(home)).close()
     warned = [r.getMessage() for r in caplog.records if "open to other users" in r.getMessage()]
     assert any(str(config) in line and "0644" in line for line in warned)

@@ -28,7 +28,6 @@ from acmekit import (
     sign,
 )
 from iotpki.core.models import CAStatus, CertStatus
-from iotpki.installation import Installation
 from iotpki.protocols.acme import (
     AcmeContext,
     ValidationQueue,
@@ -38,6 +37,7 @@ from iotpki.protocols.acme import (
     renewal,
 )
 from iotpki.protocols.acme.messages import cert_id
+from iotpki.services.installation import Installation
 from iotpki.store.acme import SqlAcmeStore
 from iotpki.store.monitoring import SqlMonitoringStore
 

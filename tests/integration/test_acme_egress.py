@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from acmekit import ACME, Client, Http01Responder, acme_app, problem
-from iotpki.egress import EgressPolicy
-from iotpki.installation import Installation
+from iotpki.net.egress import EgressPolicy
 from iotpki.protocols.acme import NetworkValidator, ValidationSettings
 from iotpki.protocols.acme.problems import AcmeProblem
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, make_installation
 

@@ -14,8 +14,8 @@ from jwcrypto.jwa import JWA
 from starlette.testclient import TestClient
 
 from acmekit import ACME, Client, acme_app, b64, new_key, problem, sign
-from iotpki.installation import Installation
 from iotpki.protocols.acme import AcmeContext
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, make_installation
 

@@ -26,8 +26,8 @@ from iotpki.core.attestation import (
 )
 from iotpki.core.models import KeyAlgorithm
 from iotpki.errors import AttestationRejected
-from iotpki.installation import Installation
 from iotpki.keys.tpm import TpmBackend
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock
 from tpm import SoftwareTpm, require_swtpm, start_swtpm

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
-from iotpki.attestation_service import AttestationTrust, EkRoots, akca_secret
 from iotpki.cli.main import app
 from iotpki.errors import MalformedInput
+from iotpki.services.attestation import AttestationTrust, EkRoots, akca_secret
 
 from conftest import make_installation
 

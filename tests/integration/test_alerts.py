@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from iotpki.core.monitoring import FindingChange, Observation
-from iotpki.egress import EgressPolicy
 from iotpki.errors import ConfigError
-from iotpki.installation import Installation
 from iotpki.monitoring.alerts import Alerter, next_attempt_delay, validate_webhook_url
 from iotpki.monitoring.service import Monitor
+from iotpki.net.egress import EgressPolicy
+from iotpki.services.installation import Installation
 from iotpki.store.monitoring import SqlMonitoringStore
 
 from conftest import ManualClock, make_installation

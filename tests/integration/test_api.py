@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from iotpki.core.access import create_token
 from iotpki.core.models import Role
-from iotpki.installation import Installation
 from iotpki.server import Service, build_http_app, build_https_app
+from iotpki.services.installation import Installation
 from iotpki.store.monitoring import SqlMonitoringStore
 
 from conftest import device_csr

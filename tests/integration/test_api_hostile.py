@@ -13,7 +13,7 @@ from test_api import Api
 
 from csrkit import HOSTILE
 from iotpki.core.models import Role
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import device_csr
 

@@ -16,8 +16,8 @@ from iotpki.core.access import create_token
 from iotpki.core.keytypes import key_fingerprint
 from iotpki.core.models import KeyAttestation, Role
 from iotpki.errors import AttestationRejected, PolicyViolation
-from iotpki.installation import Installation
 from iotpki.server import Service, build_https_app
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, device_csr, make_installation
 

@@ -39,8 +39,8 @@ from iotpki.errors import (
     NotFound,
     PolicyViolation,
 )
-from iotpki.installation import Installation
 from iotpki.keys.held import HeldEcKey
+from iotpki.services.installation import Installation
 from iotpki.store import SqlStore, schema
 
 from conftest import ManualClock, device_csr, make_installation
@@ -237,7 +237,7 @@ def test_background_lint_keeps_findings(inst: Installation) -> None:
 
 
 def test_settings_changes_are_audited(tmp_path: Path, clock: ManualClock) -> None:
-    from iotpki.installation import open_installation
+    from iotpki.services.installation import open_installation
 
     from conftest import make_settings
 
@@ -264,7 +264,7 @@ def test_settings_changes_are_audited(tmp_path: Path, clock: ManualClock) -> Non
 def test_every_ca_algorithm_issues_linted_certificates(
     tmp_path: Path, clock: ManualClock, algorithm: KeyAlgorithm
 ) -> None:
-    from iotpki.installation import open_installation
+    from iotpki.services.installation import open_installation
 
     from conftest import make_settings
 

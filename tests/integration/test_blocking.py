@@ -13,8 +13,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from acmekit import Client
-from iotpki.installation import Installation
 from iotpki.server import Service, build_https_app
+from iotpki.services.installation import Installation
 
 _BOUND = 20.0  # generous, and below SQLite's 30 s busy timeout
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from typer.testing import CliRunner
 
@@ -42,3 +44,20 @@ def test_broker_config_then_rollover_then_refresh(tmp_path: Path) -> None:
     _run(home, "broker", "refresh", "--dir", str(broker))
     trust = x509.load_pem_x509_certificates((broker / "ca.pem").read_bytes())
     assert sum(1 for c in trust if c.issuer == c.subject) == 1
+
+
+def test_the_broker_key_is_never_readable_by_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, broker = tmp_path / "home", tmp_path / "broker"
+    _run(home, "init")
+    modes: dict[str, int] = {}
+    real_replace = os.replace
+
+    def spy(src: str, dst: Path) -> None:
+        modes[Path(dst).name] = os.stat(src).st_mode & 0o777
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    _run(home, "broker", "config", "--dir", str(broker), "--reader", "verifier")
+    assert modes["broker.key"] == 0o600  # already private when it takes the key's name

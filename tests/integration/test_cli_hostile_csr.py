@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from csrkit import HOSTILE
 from iotpki.cli.main import app
 from iotpki.errors import BadCSR
-from iotpki.installation import open_installation
+from iotpki.services.installation import open_installation
 from iotpki.settings import load_settings
 
 from conftest import make_installation

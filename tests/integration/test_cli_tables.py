@@ -17,8 +17,8 @@ from iotpki.cli.context import console
 from iotpki.cli.lookup import find_certificate
 from iotpki.cli.main import app
 from iotpki.core.models import CertificateQuery, CertificateRecord, CertStatus, Role
-from iotpki.errors import Conflict, MalformedInput, NotFound
-from iotpki.installation import Installation, open_installation
+from iotpki.errors import Conflict, MalformedInput, NotFound, RequestError
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import load_settings
 
 from conftest import device_csr, make_installation
@@ -229,3 +229,20 @@ def test_acme_renew_early_takes_a_serial_prefix(tmp_path: Path) -> None:
     inst.close()
     out = _ok(tmp_path / "home", "acme", "renew-early", "--serial", serial[:8])
     assert serial in out
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("yesterday", "--issued-before must be an ISO 8601 time"),
+        ("2025-01-01", "--issued-before needs a time zone"),
+    ],
+)
+def test_acme_renew_early_refuses_a_bad_time_in_plain_words(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    make_installation(tmp_path / "home").close()
+    result = _invoke(tmp_path / "home", "acme", "renew-early", "--issued-before", value)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, RequestError)  # the CLI prints these as "error: ..."
+    assert result.exception.message == message

@@ -19,8 +19,8 @@ from starlette.testclient import TestClient
 from iotpki.core.authority import Issued
 from iotpki.core.models import CertificateQuery, RevocationReason
 from iotpki.core.revocation import issuer_hashes
-from iotpki.installation import Installation, open_installation
 from iotpki.server import Service, build_http_app
+from iotpki.services.installation import Installation, open_installation
 
 from conftest import ManualClock, device_csr, make_installation
 

@@ -32,7 +32,6 @@ from tpm2_pytss.constants import TPMA_OBJECT
 
 from acmekit import ACME, Client, b64
 from iotpki.api.akca import akca_routes
-from iotpki.attestation_service import AkcaService, EkRoots
 from iotpki.core.akca import AK_PROFILE
 from iotpki.core.attestation import (
     OID_AK_CERTIFICATE,
@@ -40,9 +39,10 @@ from iotpki.core.attestation import (
     permanent_identifier_der,
 )
 from iotpki.core.models import KeyAlgorithm
-from iotpki.installation import Installation
 from iotpki.keys.tpm import TpmBackend
 from iotpki.protocols.acme import AcmeContext, ValidationQueue, acme_routes, build_context
+from iotpki.services.attestation import AkcaService, EkRoots
+from iotpki.services.installation import Installation
 from iotpki.store.acme import SqlAcmeStore
 
 from conftest import ManualClock, make_installation

@@ -21,10 +21,10 @@ from iotpki.core.access import create_token
 from iotpki.core.device_id import check_device_id, is_device_id
 from iotpki.core.models import Role
 from iotpki.errors import ConfigError, RequestError
-from iotpki.installation import Installation, open_installation
 from iotpki.protocols.acme.messages import parse_identifiers
 from iotpki.protocols.acme.problems import AcmeProblem
 from iotpki.server import Service, build_https_app
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import load_settings
 
 from conftest import ManualClock, device_csr, make_installation

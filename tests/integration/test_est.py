@@ -19,9 +19,9 @@ from starlette.testclient import TestClient
 from estkit import Manufacturer, b64_csr, basic
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.models import CertificateQuery, RevocationReason
-from iotpki.installation import Installation
 from iotpki.protocols.est import messages
 from iotpki.server import Service, build_https_app, enrollment
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, device_csr, make_installation
 

@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 from csrkit import HOSTILE, good_csr_der
 from estkit import basic
 from iotpki.core.models import CertificateQuery
-from iotpki.installation import Installation
 from iotpki.server import Service, build_https_app, enrollment
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, device_csr, make_installation
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from iotpki.core.monitoring import FindingChange, Observation
-from iotpki.installation import Installation
 from iotpki.monitoring.alerts import Alerter
+from iotpki.services.installation import Installation
 from iotpki.store.monitoring import SqlMonitoringStore
 
 from conftest import ManualClock

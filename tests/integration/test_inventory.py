@@ -8,7 +8,7 @@ import pytest
 
 from iotpki.core.models import RevocationReason
 from iotpki.core.monitoring import InventoryFilter
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 from iotpki.store.inventory import SqlInventoryStore
 
 from conftest import device_csr

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from iotpki.installation import Installation
-from iotpki.jobs import Job, JobRunner
+from iotpki.services.installation import Installation
+from iotpki.services.jobs import Job, JobRunner
 from iotpki.store.monitoring import SqlMonitoringStore
 from iotpki.store.sql import SqlStore
 

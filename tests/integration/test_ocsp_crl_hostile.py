@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 from iotpki.core.authority import Issued
 from iotpki.core.responder import OcspResponder
 from iotpki.errors import BackendError
-from iotpki.installation import Installation
 from iotpki.server import Service, build_http_app
+from iotpki.services.installation import Installation
 
 from conftest import device_csr
 

@@ -29,8 +29,8 @@ from starlette.types import ASGIApp
 from iotpki.api.openapi import openapi_document
 from iotpki.core.access import create_token
 from iotpki.core.models import Role
-from iotpki.installation import Installation
 from iotpki.server import Service, build_https_app
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, device_csr, make_installation
 

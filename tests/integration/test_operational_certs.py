@@ -13,9 +13,9 @@ from iotpki.core.access import create_token
 from iotpki.core.authority import serial_hex
 from iotpki.core.models import LintFinding, Role
 from iotpki.core.policy import INTERNAL_SERVER_PROFILE
-from iotpki.installation import Installation
 from iotpki.monitoring.service import Monitor
 from iotpki.server import Service, build_https_app, ensure_tls_identity
+from iotpki.services.installation import Installation
 
 from conftest import device_csr
 

@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 
 from iotpki.core.access import create_token
 from iotpki.core.models import CertStatus, RevocationReason, Role
-from iotpki.installation import Installation
 from iotpki.server import Service, build_https_app
+from iotpki.services.installation import Installation
 from iotpki.web.session import hash_password
 
 from conftest import ManualClock, device_csr

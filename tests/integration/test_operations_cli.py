@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from iotpki.cli.main import app
-from iotpki.installation import Installation, open_installation
 from iotpki.monitoring.service import Monitor
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import load_settings
 from iotpki.web.session import verify_password
 

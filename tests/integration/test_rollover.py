@@ -21,9 +21,9 @@ from iotpki.agent.agent import accept_anchors
 from iotpki.core.models import CAStatus
 from iotpki.core.rollover import renew_issuing, retire_root, roll_root
 from iotpki.errors import Conflict
-from iotpki.installation import Installation
 from iotpki.protocols.est import messages
 from iotpki.server import Service, build_https_app
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock
 

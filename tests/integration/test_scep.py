@@ -22,8 +22,8 @@ from iotpki.core.models import RevocationReason
 from iotpki.core.publication import CrlPublisher
 from iotpki.protocols.scep.client import CertRep, issuer_and_serial, open_envelope
 from iotpki.protocols.scep.messages import FailInfo, MessageType, PkiStatus, sign_pki_message
-from iotpki.revocation_service import revocation_config
 from iotpki.server import Service, build_https_app
+from iotpki.services.revocation import revocation_config
 from iotpki.store.revocation import SqlRevocationStore
 from scepapp import PKI, URL, Scep, running_scep
 from scepkit import Device, rsa_key

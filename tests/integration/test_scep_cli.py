@@ -8,11 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from iotpki.cli.main import app
-from iotpki.installation import Installation, open_installation
 from iotpki.protocols.scep.client import read_cert_rep
 from iotpki.protocols.scep.messages import PkiStatus
 from iotpki.protocols.scep.responder import ScepResponder
 from iotpki.server import scep_service
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import load_settings
 from scepkit import Device, rsa_key
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 
 from iotpki.core.models import ScepTransactionRecord
 from iotpki.core.scep import ScepService
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 from scepkit import Device, rsa_key
 
 

@@ -16,10 +16,10 @@ from cryptography.x509.oid import NameOID
 from channelkit import Issuance, issue, publish_crls
 from iotpki.core.models import KeyAlgorithm, RevocationReason
 from iotpki.errors import PeerRefused
-from iotpki.installation import Installation
 from iotpki.messages import MessageSigner, MessageVerifier
 from iotpki.messages.cose import decode_sign1, encode_sign1
-from iotpki.revocation_check import CrlCache, RevocationChecker
+from iotpki.net.revocation_check import CrlCache, RevocationChecker
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, make_installation
 

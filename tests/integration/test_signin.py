@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from iotpki.cli.main import app as cli
 from iotpki.core import access
 from iotpki.core.models import Role
-from iotpki.installation import Installation, open_installation
 from iotpki.server import Service, build_https_app
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import load_settings
 from iotpki.web.session import COOKIE, hash_password
 

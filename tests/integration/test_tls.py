@@ -1,4 +1,4 @@
-"""iotpki.tls over real sockets: mutual TLS 1.3 with certificates from a real Authority,
+"""iotpki.net.tls over real sockets: mutual TLS 1.3 with certificates from a real Authority,
 CRL checking from the published CRL files, identity reload, and the peer's device ID."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from cryptography import x509
 from channelkit import EchoServer, ask, issue, publish_crls, trust_pem
 from iotpki.core.models import RevocationReason
 from iotpki.errors import PeerRefused
-from iotpki.installation import Installation
-from iotpki.revocation_check import CrlCache, RevocationChecker
-from iotpki.tls import Channel, Identity, client_context, device_id_of, server_context
+from iotpki.net.revocation_check import CrlCache, RevocationChecker
+from iotpki.net.tls import Channel, Identity, client_context, device_id_of, server_context
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, make_installation
 
@@ -180,7 +180,7 @@ def test_ocsp_from_the_real_responder_then_crl_fallback(
     """OcspChecker against iotpki's responder (in-process ASGI), CRL when it cannot answer."""
     from starlette.testclient import TestClient
 
-    from iotpki.revocation_check import OcspChecker
+    from iotpki.net.revocation_check import OcspChecker
     from iotpki.server import Service, build_http_app
 
     service = Service(inst)

@@ -20,9 +20,8 @@ import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from iotpki.asgi_tls import TLSExtensionProtocol
 from iotpki.core.models import CertStatus
-from iotpki.installation import Installation
+from iotpki.net.asgi_tls import TLSExtensionProtocol
 from iotpki.protocols.acme import eab
 from iotpki.server import (
     Service,
@@ -31,6 +30,7 @@ from iotpki.server import (
     ensure_tls_identity,
     https_context,
 )
+from iotpki.services.installation import Installation
 from iotpki.store.acme import SqlAcmeStore
 
 from conftest import make_installation

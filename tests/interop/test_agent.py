@@ -23,7 +23,7 @@ from iotpki.agent import Agent, AgentConfig, ExitCode
 from iotpki.agent.cli import execute
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.models import KeyAlgorithm, RevocationReason
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, make_installation
 

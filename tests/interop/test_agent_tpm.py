@@ -20,8 +20,8 @@ from iotpki.agent.agent import tpm_key_ref
 from iotpki.agent.cli import execute
 from iotpki.core.attestation import ATTRIBUTES_REQUIRED, parse_public_area
 from iotpki.core.enrollment import Enrollment
-from iotpki.installation import Installation
 from iotpki.keys.tpm import TpmBackend
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, make_installation
 from tpm import Manufactured, SoftwareTpm, require_swtpm, start_swtpm

@@ -25,8 +25,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from estserver import RunningServer, https_server
 from iotpki.core.access import create_token
 from iotpki.core.models import CertificateQuery, CertStatus, Role
-from iotpki.installation import Installation
 from iotpki.monitoring.service import Monitor
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, device_csr, make_installation
 

@@ -18,7 +18,7 @@ from estkit import Manufacturer, b64_csr, write_identity
 from estserver import RunningServer, https_server
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.models import RevocationReason
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, device_csr, make_installation
 

@@ -180,7 +180,7 @@ def test_fleet_renews_without_gaps(tmp_path: Path) -> None:
 
 def _revoke_once_renewed(inst: object, victim: str, clock: VirtualClock) -> datetime | None:
     """Revoke the victim's current certificate once it has renewed; when, or None if not yet."""
-    from iotpki.installation import Installation
+    from iotpki.services.installation import Installation
 
     assert isinstance(inst, Installation)
     history = inst.authority.search(CertificateQuery(device_id=victim, limit=10))

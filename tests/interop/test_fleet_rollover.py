@@ -1,5 +1,5 @@
 """A fleet of agents through revocation and a root rollover, end to end with real peers: the
-iotpki HTTPS server (EST), mosquitto, paho-mqtt over iotpki.tls, and the verifying subscriber.
+iotpki HTTPS server (EST), mosquitto, paho-mqtt over iotpki.net.tls, and the verifying subscriber.
 Zero failed broker connections for devices in good standing."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from iotpki.demo import DemoOptions, run_demo
+from iotpki.cli.demo_session import DemoOptions, run_demo
 
 pytestmark = pytest.mark.interop
 

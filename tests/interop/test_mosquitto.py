@@ -14,12 +14,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from channelkit import Issuance, issue, publish_crls
-from iotpki.broker import refresh
 from iotpki.core.models import RevocationReason
-from iotpki.installation import Installation
 from iotpki.messages import MessageSigner, MessageVerifier
-from iotpki.revocation_check import CrlCache, RevocationChecker
-from iotpki.tls import Channel
+from iotpki.net.revocation_check import CrlCache, RevocationChecker
+from iotpki.net.tls import Channel
+from iotpki.services.broker import refresh
+from iotpki.services.installation import Installation
 from mosquittokit import Mosquitto, start_broker
 
 from conftest import make_installation

@@ -24,8 +24,8 @@ from cryptography.x509.oid import NameOID
 
 from iotpki.core.encoding import pem
 from iotpki.core.models import RevocationReason
-from iotpki.installation import Installation
 from iotpki.server import Service, build_http_app
+from iotpki.services.installation import Installation
 
 from conftest import device_csr, make_installation
 

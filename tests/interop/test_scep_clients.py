@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from estserver import free_port
 from iotpki.core.models import CertificateQuery
-from iotpki.installation import Installation
 from iotpki.server import Service, build_http_app, scep_service
+from iotpki.services.installation import Installation
 
 from conftest import make_installation
 

@@ -2,7 +2,7 @@
 (Debian tpm2-openssl), loaded from an OpenSSL configuration, on a real software TPM.
 
 The client runs in a child process because OpenSSL reads ``OPENSSL_CONF`` once per process; the
-server is iotpki.tls in this process with the installation's CAs as trust. The client reaches
+server is iotpki.net.tls in this process with the installation's CAs as trust. The client reaches
 swtpm through tpm2-abrmd: one handshake needs more than swtpm's three object slots.
 """
 
@@ -27,9 +27,9 @@ pytest.importorskip("tpm2_pytss")
 from channelkit import EchoServer, issue, trust_pem
 from iotpki.core.authority import Issued
 from iotpki.core.models import KeyAlgorithm
-from iotpki.installation import Installation
 from iotpki.keys.tpm import TpmBackend
-from iotpki.tls import TPM_PROPERTIES, Channel, device_id_of, tpm_openssl_config
+from iotpki.net.tls import TPM_PROPERTIES, Channel, device_id_of, tpm_openssl_config
+from iotpki.services.installation import Installation
 
 from tpm import ResourceManager, SoftwareTpm, start_abrmd
 from tpm import manufactured_tpm as manufactured_tpm
@@ -43,7 +43,7 @@ _CLIENT = textwrap.dedent(
     """
     import socket, ssl, sys
     from pathlib import Path
-    from iotpki.tls import Identity, client_context, use_tpm_provider
+    from iotpki.net.tls import Identity, client_context, use_tpm_provider
     here, port, version, activate = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     if activate != "-":
         use_tpm_provider(activate)

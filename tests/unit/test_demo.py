@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from iotpki.cli.demo import summary_table
-from iotpki.demo import Summary, child_environment
+from iotpki.cli.demo_session import Summary, child_environment
 
 
 def test_child_environment_drops_the_callers_iotpki_settings(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from iotpki.egress import EgressPolicy
 from iotpki.errors import ConfigError, PolicyViolation
+from iotpki.net.egress import EgressPolicy
 from iotpki.settings import load_settings
 
 STRICT = EgressPolicy()

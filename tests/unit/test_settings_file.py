@@ -10,8 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from iotpki.installation import open_installation
-from iotpki.revocation_service import revocation_config
+from iotpki.services.installation import open_installation
+from iotpki.services.revocation import revocation_config
+from iotpki.services.settings_file import settings_template, write_settings_file
 from iotpki.settings import (
     CONFIG_FILE,
     AcmeSettings,
@@ -23,7 +24,6 @@ from iotpki.settings import (
     Settings,
     load_settings,
 )
-from iotpki.settings_file import settings_template, write_settings_file
 
 _SETTING = re.compile(r"^# (\[[a-z0-9_.-]+\](?:  # example)?|[a-z0-9_]+ = .*)$")
 

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from iotpki.errors import ConfigError
+from iotpki.files import write_atomically
 
 __all__ = ["Identity", "IdentityStore", "write_atomic"]
 
@@ -42,14 +43,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write a file so that readers see the old or the new content, never a part, durably."""
+    write_atomically(path, data, mode)
     _fsync_dir(path.parent)
 
 

@@ -29,13 +29,13 @@ from starlette.routing import BaseRoute
 from iotpki.api.jsonbody import load_object
 from iotpki.api.openapi import AKCA
 from iotpki.api.schema import bind
-from iotpki.attestation_service import AkcaService
 from iotpki.core.attestation import ek_permanent_identifier
 from iotpki.core.authority import Authority
 from iotpki.core.encoding import pem
 from iotpki.errors import IotpkiError, MalformedInput, RateLimited, RequestError
 from iotpki.protocols.acme.ratelimits import SlidingWindow
 from iotpki.protocols.http import BodyTooLarge, blocking, read_body
+from iotpki.services.attestation import AkcaService
 
 __all__ = ["akca_routes"]
 

@@ -31,6 +31,7 @@ from iotpki.core.models import (
     RevocationReason,
 )
 from iotpki.core.policy import parse_duration
+from iotpki.core.times import parse_time
 from iotpki.errors import AuthError, ConfigError, IotpkiError, RequestError
 from iotpki.protocols.access import client_address
 from iotpki.protocols.http import blocking, read_body
@@ -116,15 +117,7 @@ def _lifetime(value: str | None) -> timedelta | None:
 
 
 def _datetime_param(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise RequestError(f"{name} must be an ISO 8601 time", field=name) from exc
-    if parsed.tzinfo is None:
-        raise RequestError(f"{name} needs a time zone", field=name)
-    return parsed
+    return None if value is None else parse_time(value, name)
 
 
 def _int_param(value: str | None, name: str, default: int, maximum: int) -> int:

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 import typer
 
 from iotpki.cli.context import console, installation
 from iotpki.cli.lookup import find_certificate
 from iotpki.core.policy import parse_duration
-from iotpki.errors import RequestError
+from iotpki.core.times import parse_time
 from iotpki.protocols.acme import eab, renewal
 from iotpki.store.acme import SqlAcmeStore
 
@@ -78,11 +77,7 @@ def renew_early(
     explanation_url: str | None = typer.Option(None, "--explanation-url"),
 ) -> None:
     """Pull ARI renewal windows forward to [now, now + within] for matching certificates."""
-    before = None
-    if issued_before is not None:
-        before = datetime.fromisoformat(issued_before)
-        if before.tzinfo is None:
-            raise RequestError("--issued-before needs a time zone")
+    before = None if issued_before is None else parse_time(issued_before, "--issued-before")
     inst = installation(ctx)
     if serial is not None:
         found = find_certificate(inst, serial, ca)

@@ -13,7 +13,6 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from iotpki.attestation_service import AttestationTrust, EkRoots, load_pem_bundle
 from iotpki.cli.context import console, installation
 from iotpki.cli.tables import (
     JSON_OPTION,
@@ -25,6 +24,7 @@ from iotpki.cli.tables import (
     short_time,
 )
 from iotpki.errors import NotFound
+from iotpki.services.attestation import AttestationTrust, EkRoots, load_pem_bundle
 
 __all__ = ["app"]
 

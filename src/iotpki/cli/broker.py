@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from iotpki.broker import BrokerSettings, refresh, write_config
 from iotpki.cli.context import console, installation
+from iotpki.services.broker import BrokerSettings, refresh, write_config
 
 __all__ = ["app"]
 

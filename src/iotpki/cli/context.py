@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from iotpki.errors import ConfigError
-from iotpki.installation import Installation, open_installation
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import Settings, load_settings
 
 __all__ = ["Context", "console", "err_console", "installation", "one_of", "read_file"]

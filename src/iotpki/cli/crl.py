@@ -21,8 +21,8 @@ from iotpki.cli.tables import (
 from iotpki.core.models import CertificateQuery
 from iotpki.core.publication import CrlKind, CrlRecord, crl_url
 from iotpki.errors import NotFound
-from iotpki.installation import Installation
-from iotpki.revocation_service import RevocationService, crl_file
+from iotpki.services.installation import Installation
+from iotpki.services.revocation import RevocationService, crl_file
 
 __all__ = ["app", "print_publication_status"]
 

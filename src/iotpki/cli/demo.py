@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from iotpki.cli.context import console
-from iotpki.demo import DemoOptions, Summary, run_demo
+from iotpki.cli.demo_session import DemoOptions, Summary, run_demo
 
 __all__ = ["demo", "summary_table"]
 

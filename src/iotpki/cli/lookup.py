@@ -11,7 +11,7 @@ from iotpki.core.encoding import parse_serial
 from iotpki.core.models import CertificateRecord
 from iotpki.core.monitoring import InventoryFilter, InventoryRow
 from iotpki.errors import Conflict, NotFound
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 from iotpki.store.inventory import SqlInventoryStore
 
 __all__ = ["find_certificate"]

@@ -8,8 +8,8 @@ from iotpki.cli.context import console, installation
 from iotpki.core.models import KeyAlgorithm
 from iotpki.core.policy import parse_duration
 from iotpki.core.rollover import renew_issuing, retire_root, roll_root
-from iotpki.installation import Installation
-from iotpki.revocation_service import RevocationService
+from iotpki.services.installation import Installation
+from iotpki.services.revocation import RevocationService
 
 __all__ = ["renew_issuing_command", "retire", "rollover"]
 

@@ -20,6 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
+from iotpki.core.der import oid as _oid
+from iotpki.core.der import sequence as _seq
+from iotpki.core.der import tlv as _tlv
 from iotpki.core.models import RevocationReason
 
 __all__ = [
@@ -64,38 +67,6 @@ _REASON_CODES = {
     RevocationReason.PRIVILEGE_WITHDRAWN: 9,
     RevocationReason.AA_COMPROMISE: 10,
 }
-
-# -- DER primitives (X.690) ---------------------------------------------------------------------
-
-
-def _head(tag: int, size: int) -> bytes:
-    """Identifier octet and definite length of an element of ``size`` octets (X.690 8.1)."""
-    if size < 0x80:
-        return bytes((tag, size))
-    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(length))) + length
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    """One DER element: identifier octet, definite length, contents (X.690 section 8.1)."""
-    return _head(tag, len(content)) + content
-
-
-def _seq(*parts: bytes) -> bytes:
-    return _tlv(0x30, b"".join(parts))
-
-
-def _oid(dotted: str) -> bytes:
-    arcs = [int(a) for a in dotted.split(".")]
-    out = bytearray()
-    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        out.extend(reversed(chunk))
-    return _tlv(0x06, bytes(out))
 
 
 def _integer(value: int) -> bytes:
@@ -235,7 +206,7 @@ class _EntryEncoder:
         size = 2 + len(raw) + len(revoked) + len(extensions)
         if size < 0x80:
             return bytes((0x30, size, 0x02, len(raw))) + raw + revoked + extensions
-        return _head(0x30, size) + bytes((0x02, len(raw))) + raw + revoked + extensions
+        return _tlv(0x30, bytes((0x02, len(raw))) + raw + revoked + extensions)
 
 
 def build_crl(

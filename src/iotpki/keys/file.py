@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from pathlib import Path
@@ -17,8 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from iotpki.core.keytypes import generate_private_key
 from iotpki.core.models import KeyAlgorithm
 from iotpki.errors import BackendError, ConfigError, KeyMissing
+from iotpki.files import write_private
 
-__all__ = ["FileKeyBackend", "write_private"]
+__all__ = ["FileKeyBackend"]
 
 _SIGNING = (
     ec.EllipticCurvePrivateKey,
@@ -29,22 +29,6 @@ _SIGNING = (
     mldsa.MLDSA65PrivateKey,
     mldsa.MLDSA87PrivateKey,
 )
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class FileKeyBackend:

@@ -43,8 +43,8 @@ from iotpki.messages.cose import (
     sign1,
     verify_sign1,
 )
-from iotpki.revocation_check import RevocationChecker
-from iotpki.tls import device_id_of
+from iotpki.net.revocation_check import RevocationChecker
+from iotpki.net.tls import device_id_of
 
 __all__ = ["MessageSigner", "MessageVerifier", "VerifiedMessage", "key_id"]
 

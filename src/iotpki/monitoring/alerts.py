@@ -6,7 +6,7 @@ resolves; each webhook delivery and each of its attempts is recorded in the stor
 The receiver checks ``X-Iotpki-Signature: sha256=<hex>``, the HMAC-SHA256 of
 ``<X-Iotpki-Timestamp>.<body>`` under the shared secret, and refuses stale timestamps.
 
-Deliveries obey the egress policy (:mod:`iotpki.egress`): the target's name is resolved once
+Deliveries obey the egress policy (:mod:`iotpki.net.egress`): the target's name is resolved once
 per attempt, every address vetted, and the request sent to a vetted address with the name as
 Host header and TLS server name; no proxy from the environment, no redirects followed.
 """
@@ -25,8 +25,8 @@ import httpx
 
 from iotpki.core.monitoring import Delivery, FindingChange
 from iotpki.core.ports import Clock
-from iotpki.egress import EgressPolicy, Resolver, resolve
 from iotpki.errors import ConfigError, PolicyViolation
+from iotpki.net.egress import EgressPolicy, Resolver, resolve
 from iotpki.store.monitoring import SqlMonitoringStore
 
 __all__ = ["Alerter", "next_attempt_delay", "sign_payload", "validate_webhook_url"]

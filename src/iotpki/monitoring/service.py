@@ -30,19 +30,20 @@ from iotpki.core.monitoring import (
     UsageEvent,
 )
 from iotpki.core.policy import operational_profiles
-from iotpki.egress import EgressPolicy
+from iotpki.core.times import parse_time
 from iotpki.errors import ConfigError, Conflict, RequestError
-from iotpki.installation import Installation
-from iotpki.jobs import Job, JobRunner
-from iotpki.keys.file import write_private
+from iotpki.files import generated_secret
 from iotpki.monitoring import checks
 from iotpki.monitoring.alerts import Alerter, validate_webhook_url
 from iotpki.monitoring.keyquality import key_observations, scan_keys
 from iotpki.monitoring.metrics import Metrics
+from iotpki.net.egress import EgressPolicy
+from iotpki.services.installation import Installation
+from iotpki.services.jobs import Job, JobRunner
 from iotpki.store.inventory import SqlInventoryStore
 from iotpki.store.monitoring import SqlMonitoringStore
 
-__all__ = ["Monitor", "ScanResult", "read_secret"]
+__all__ = ["Monitor", "ScanResult"]
 
 _SERIAL = re.compile(r"^[0-9a-f]{1,64}$")
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -50,14 +51,6 @@ _KINDS = frozenset({"connect", "disconnect", "publish", "tls"})
 _FLUSH_AT = 1000
 _STATS_SECONDS = 30.0
 _ERRORS = ("ERROR", "FATAL")  # lint severities the overview counts as findings
-
-
-def read_secret(inst: Installation, name: str, configured: Any = None) -> bytes:
-    """A secret from a configured file, else one generated once in ``<home>/secrets`` (0600)."""
-    path = configured or inst.home / "secrets" / name
-    if not path.is_file():
-        write_private(path, secrets.token_urlsafe(32).encode() + b"\n")
-    return bytes(path.read_bytes().strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +82,10 @@ class Monitor:
             self.store,
             self.authority.clock,
             targets=self._webhook_targets(),
-            secret=read_secret(inst, "webhook", self.settings.webhook_secret_file),
+            secret=generated_secret(
+                self.settings.webhook_secret_file or inst.home / "secrets" / "webhook",
+                lambda: secrets.token_urlsafe(32).encode() + b"\n",
+            ).strip(),
             max_attempts=self.settings.webhook_max_attempts,
             egress=EgressPolicy.from_text(inst.settings.egress_allow),
         )
@@ -364,15 +360,7 @@ class Monitor:
 
 
 def _time(value: object, name: str) -> datetime:
-    if not isinstance(value, str) or len(value) > 40:
-        raise RequestError(f"{name} must be an ISO 8601 time", field=name)
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise RequestError(f"{name} must be an ISO 8601 time", field=name) from exc
-    if parsed.tzinfo is None:
-        raise RequestError(f"{name} needs a time zone", field=name)
-    return parsed
+    return parse_time(value, name, max_length=40)
 
 
 def _optional_text(item: dict[str, Any], name: str, limit: int) -> str | None:

@@ -1,6 +1,6 @@
 """The TLS client certificate of a request: from our own TLS listener, or from a proxy.
 
-When iotpki terminates TLS, :mod:`iotpki.asgi_tls` puts the verified peer certificate in the
+When iotpki terminates TLS, :mod:`iotpki.net.asgi_tls` puts the verified peer certificate in the
 ASGI scope (``extensions.tls.client_cert_chain``). Behind a TLS-terminating reverse proxy the
 proxy forwards it in a header; the header is believed only when the connection comes from one
 of the configured proxy addresses, and a request carrying it from anywhere else is refused.

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from iotpki.core import keyquality
 from iotpki.core.keyquality import KeyBlocklist, blocklist_entry, has_roca_fingerprint, weaknesses
 from iotpki.errors import KeyRejected
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import device_csr
 

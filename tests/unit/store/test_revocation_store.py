@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 
 from iotpki.core.models import RevocationReason
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 from iotpki.store.revocation import SqlRevocationStore
 from iotpki.store.sql import SqlStore
 

@@ -20,7 +20,7 @@ from iotpki.core.models import (
     ScepTransactionRecord,
     ScepTransactionStatus,
 )
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 NOW = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 

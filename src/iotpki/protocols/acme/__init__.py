@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 
 from cryptography import x509
 
-from iotpki.attestation_service import AttestationTrust
 from iotpki.core.acme_ports import AcmeStore
 from iotpki.core.authority import Authority
 from iotpki.core.policy import parse_duration
@@ -17,6 +16,7 @@ from iotpki.protocols.acme.challenges import NetworkValidator, ValidationSetting
 from iotpki.protocols.acme.context import AcmeConfig, AcmeContext
 from iotpki.protocols.acme.routes import acme_routes
 from iotpki.protocols.acme.validation import ValidationQueue
+from iotpki.services.attestation import AttestationTrust
 from iotpki.settings import AcmeSettings, Settings
 
 __all__ = [
@@ -71,7 +71,7 @@ def build_context(
     """The ACME context of an installation; tests inject the validator or a manual queue.
 
     device-attest-01 trusts ``attestation_roots``, by default the installation's
-    (:class:`iotpki.attestation_service.AttestationTrust`).
+    (:class:`iotpki.services.attestation.AttestationTrust`).
     """
     config = config_from_settings(settings.acme, settings.egress_allow)
     return AcmeContext(

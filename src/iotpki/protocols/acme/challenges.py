@@ -5,7 +5,7 @@ A :class:`Validator` raises an :class:`AcmeProblem` when a challenge fails. The 
 :class:`NetworkValidator`; its ports, resolvers and name overrides come from settings so that
 test setups can point validation at 127.0.0.1 as pebble does (off by default).
 
-Every connection obeys the egress policy (:mod:`iotpki.egress`): a name is resolved once,
+Every connection obeys the egress policy (:mod:`iotpki.net.egress`): a name is resolved once,
 each of its addresses vetted, and the connection made to a vetted address with the name as
 Host header or SNI; a test setup on 127.0.0.1 allows it explicitly (``egress_allow``).
 Redirects are not followed: a 3xx is an unexpected response. Errors never echo what the
@@ -25,8 +25,8 @@ from typing import Protocol
 from cryptography import x509
 
 from iotpki.core.acme_ports import Identifier
-from iotpki.egress import AsyncResolver, EgressPolicy, resolve_async
 from iotpki.errors import PolicyViolation
+from iotpki.net.egress import AsyncResolver, EgressPolicy, resolve_async
 from iotpki.protocols.acme.jws import b64url_encode
 from iotpki.protocols.acme.problems import AcmeProblem
 

@@ -197,7 +197,7 @@ def new_order(
 
 def _check_reachable(ctx: AcmeContext, identifiers: list[Identifier]) -> None:
     """Refuse identifiers validation could only reach through an internal address (loopback,
-    private, link-local, metadata...: :mod:`iotpki.egress`) unless the policy allows it."""
+    private, link-local, metadata...: :mod:`iotpki.net.egress`) unless the policy allows it."""
     egress = ctx.config.validation.egress
     refused: list[dict[str, Any]] = []
     for kind, value in identifiers:

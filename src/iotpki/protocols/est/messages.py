@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from iotpki.core.csr import decode_csr
+from iotpki.core.der import oid as _oid
+from iotpki.core.der import tlv as _tlv
 from iotpki.errors import MalformedInput, RequestError
 
 __all__ = [
@@ -109,27 +111,6 @@ def parse_csr(body: bytes, content_type: str | None) -> x509.CertificateSigningR
     if _media_type(content_type) != PKCS10:
         raise UnsupportedMediaType(f"expected Content-Type: {PKCS10}")
     return decode_csr(decode_b64(body))
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    size = len(content)
-    if size < 0x80:
-        return bytes([tag, size]) + content
-    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(length)]) + length + content
-
-
-def _oid(dotted: str) -> bytes:
-    arcs = [int(a) for a in dotted.split(".")]
-    body = bytearray([40 * arcs[0] + arcs[1]])
-    for arc in arcs[2:]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        body.extend(reversed(chunk))
-    return _tlv(0x06, bytes(body))
 
 
 def csr_attributes(key_types: Iterable[str]) -> bytes:

@@ -9,7 +9,7 @@ from iotpki.core.authenticators import BootstrapCertificate, Context
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.models import EnrollMethod
 from iotpki.errors import AuthError, Forbidden
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock
 

@@ -10,7 +10,7 @@ from cryptography import x509
 from iotpki.core.authenticators import Authenticators, Context, CurrentCertificate
 from iotpki.core.models import EnrollMethod, RevocationReason
 from iotpki.errors import AuthError, Forbidden
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock, device_csr
 

@@ -10,7 +10,7 @@ from iotpki.core.authenticators import Authenticators, Context, ScepChallenge
 from iotpki.core.models import EnrollMethod
 from iotpki.core.scep import ScepService
 from iotpki.errors import AuthError
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock
 

@@ -10,7 +10,7 @@ from iotpki.core.authenticators import Context, OneTimeSecret
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.models import EnrollMethod
 from iotpki.errors import AuthError, Forbidden
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import ManualClock
 

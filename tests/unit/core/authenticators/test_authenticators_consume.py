@@ -10,7 +10,7 @@ from iotpki.core.models import CertificateRecord
 from iotpki.core.ports import StoreTransaction
 from iotpki.core.scep import ScepService
 from iotpki.errors import AuthError, BackendError
-from iotpki.installation import Installation
+from iotpki.services.installation import Installation
 
 from conftest import device_csr
 

@@ -52,7 +52,7 @@ def test_parse_csr_not_pkcs10() -> None:
 
 
 def test_certs_only_round_trip(inst: object) -> None:
-    from iotpki.installation import Installation
+    from iotpki.services.installation import Installation
 
     assert isinstance(inst, Installation)
     chain = inst.authority.chain("issuing")
@@ -89,7 +89,7 @@ def test_csr_attributes_name_ml_dsa_for_a_profile_that_accepts_it() -> None:
 
 
 def test_serverkeygen_multipart_round_trip(inst: object) -> None:
-    from iotpki.installation import Installation
+    from iotpki.services.installation import Installation
 
     assert isinstance(inst, Installation)
     key = ec.generate_private_key(ec.SECP256R1())

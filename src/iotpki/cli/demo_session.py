@@ -1,12 +1,13 @@
 """``iotpki demo``: the whole secure channel on one machine, started and cleaned up in one go.
 
 A server on a temporary data directory (EST over HTTPS, the CRL publication job), a mosquitto
-broker configured by :mod:`iotpki.broker` (each CRL publication runs ``iotpki broker refresh``),
-N device agents that enroll over EST and publish signed telemetry over mutual TLS with
-:mod:`iotpki.tls`, and a subscriber that verifies every message. Midway one device is revoked
-(its messages are rejected and its next connection is refused), then the root is rolled over
-while the devices keep publishing: the agents renew from the successor CA, adopt the new root
-through the cross-certificate, and reconnect without a failed connection.
+broker configured by :mod:`iotpki.services.broker` (each CRL publication runs
+``iotpki broker refresh``), N device agents that enroll over EST and publish signed telemetry
+over mutual TLS with :mod:`iotpki.net.tls`, and a subscriber that verifies every message.
+Midway one device is revoked (its messages are rejected and its next connection is refused),
+then the root is rolled over while the devices keep publishing: the agents renew from the
+successor CA, adopt the new root through the cross-certificate, and reconnect without a failed
+connection.
 """
 
 from __future__ import annotations
@@ -42,17 +43,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iotpki.agent import Agent, AgentConfig
-from iotpki.asgi_tls import TLSExtensionProtocol
-from iotpki.broker import BrokerSettings, refresh, write_config
 from iotpki.core.models import RevocationReason
 from iotpki.core.rollover import retire_root, roll_root
 from iotpki.errors import ConfigError, PeerRefused
-from iotpki.installation import Installation, open_installation
 from iotpki.messages import MessageSigner, MessageVerifier
-from iotpki.revocation_check import CrlCache, RevocationChecker
+from iotpki.net.asgi_tls import TLSExtensionProtocol
+from iotpki.net.revocation_check import CrlCache, RevocationChecker
+from iotpki.net.tls import Channel, Identity
 from iotpki.server import Service, build_https_app, enrollment, ensure_tls_identity, https_context
+from iotpki.services.broker import BrokerSettings, refresh, write_config
+from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import CONFIG_FILE, Settings, load_settings
-from iotpki.tls import Channel, Identity
 
 __all__ = ["DemoOptions", "Summary", "child_environment", "run_demo"]
 

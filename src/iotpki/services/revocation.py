@@ -11,7 +11,6 @@ import logging
 import os
 import shlex
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,8 +25,9 @@ from iotpki.core.publication import (
 )
 from iotpki.core.responder import OcspResponder
 from iotpki.errors import ConfigError
-from iotpki.installation import Installation
-from iotpki.jobs import Job, JobRunner
+from iotpki.files import write_atomically
+from iotpki.services.installation import Installation
+from iotpki.services.jobs import Job, JobRunner
 from iotpki.settings import RevocationPeriodSettings, Settings
 from iotpki.store.revocation import SqlRevocationStore
 
@@ -236,19 +236,3 @@ class RevocationService:
     def now(self) -> datetime:
         """The authority's clock."""
         return self.installation.authority.clock.now()
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if mode & 0o077 == 0 else 0o777)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -44,8 +44,9 @@ from cryptography.x509.oid import NameOID
 from iotpki.core.models import CAKind, CAStatus, CertStatus
 from iotpki.core.rollover import cross_certificates
 from iotpki.errors import ConfigError
-from iotpki.installation import Installation
-from iotpki.revocation_service import RevocationService, write_atomically
+from iotpki.files import write_atomically
+from iotpki.services.installation import Installation
+from iotpki.services.revocation import RevocationService
 
 __all__ = ["BrokerSettings", "refresh", "write_config"]
 
@@ -194,8 +195,7 @@ def _issue_certificate(inst: Installation, settings: BrokerSettings) -> str:
     key_pem = key.private_bytes(
         _PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    write_atomically(settings.path("broker.key"), key_pem)
-    os.chmod(settings.path("broker.key"), 0o600)
+    write_atomically(settings.path("broker.key"), key_pem, mode=0o600)
     write_atomically(settings.path("broker.pem"), chain)
     log.info("broker certificate %s issued by %s", issued.record.serial, issued.record.ca_name)
     return issued.record.serial

@@ -26,9 +26,10 @@ from iotpki.core.keyquality import KeyBlocklist
 from iotpki.core.models import CAKind, KeyAlgorithm
 from iotpki.core.ports import Clock, KeyBackend, SystemClock
 from iotpki.errors import ConfigError
-from iotpki.keys.file import FileKeyBackend, write_private
+from iotpki.files import write_private
+from iotpki.keys.file import FileKeyBackend
+from iotpki.services.settings_file import write_settings_file
 from iotpki.settings import Settings
-from iotpki.settings_file import write_settings_file
 from iotpki.store import SqlStore
 
 __all__ = ["Installation", "loose_permissions", "open_installation"]

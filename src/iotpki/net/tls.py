@@ -3,7 +3,7 @@ identities, trust anchors and revocation checking.
 
 - :func:`client_context` / :func:`server_context` build one context: TLS 1.3 by default, mutual
   authentication (a server requires a client certificate), trust anchors from a PEM bundle (the
-  agent's ``trust.pem``), and, with a :class:`~iotpki.revocation_check.CrlCache`, OpenSSL's
+  agent's ``trust.pem``), and, with a :class:`~iotpki.net.revocation_check.CrlCache`, OpenSSL's
   CRL check of the peer's certificate (``VERIFY_CRL_CHECK_LEAF``, RFC 5280 section 6.3).
 - :class:`Channel` keeps a context current: it rebuilds it when the agent renews the identity,
   the trust anchors change, or a CRL is refreshed (on its nextUpdate, or when the published file
@@ -38,7 +38,7 @@ from cryptography.x509.oid import NameOID
 from iotpki.core.policy import DEFAULT_PROFILES
 from iotpki.core.ports import Clock, SystemClock
 from iotpki.errors import ConfigError, PeerRefused
-from iotpki.revocation_check import CrlCache, RevocationChecker, file_stamp, issuer_of
+from iotpki.net.revocation_check import CrlCache, RevocationChecker, file_stamp, issuer_of
 
 __all__ = [
     "DEVICE_URI_PREFIX",

@@ -1,6 +1,6 @@
 """Checking a peer's revocation status: published CRLs (files or URLs) and OCSP.
 
-Relying parties use this, not the server: :mod:`iotpki.tls` hands the CRLs to OpenSSL and asks
+Relying parties use this, not the server: :mod:`iotpki.net.tls` hands the CRLs to OpenSSL and asks
 OCSP after the handshake; the signed-message verifier asks both for a message's signer. A CRL is
 believed only when its issuer's signature verifies and it is current (RFC 5280 section 6.3.3);
 it is fetched or re-read again once its nextUpdate has passed, or sooner when its file changes.

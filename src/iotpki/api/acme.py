@@ -1,6 +1,7 @@
 """Admin API for ACME under ``/api/v1/acme``: EAB credentials and renewal-window overrides.
 
-Authentication, roles and the error form are the admin API's own (``iotpki.api.routes``).
+Authentication, roles and the error form are the admin API's own (``iotpki.api.routes``), as for
+the SCEP and EST admin resources beside it; the ACME codecs come from ``iotpki.protocols.acme``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from iotpki.core.acme_ports import AcmeStore
 from iotpki.core.authority import Authority
 from iotpki.core.models import ApiTokenRecord
 from iotpki.core.policy import parse_duration
+from iotpki.core.times import parse_time
 from iotpki.errors import ConfigError, RequestError
 from iotpki.protocols.acme import eab, renewal
 from iotpki.protocols.http import blocking
@@ -39,15 +41,7 @@ def _duration(value: str | None, name: str) -> timedelta | None:
 
 
 def _time(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise RequestError(f"{name} must be an ISO 8601 time", field=name) from exc
-    if parsed.tzinfo is None:
-        raise RequestError(f"{name} needs a time zone", field=name)
-    return parsed
+    return None if value is None else parse_time(value, name)
 
 
 class AcmeAdmin:

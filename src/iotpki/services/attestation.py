@@ -29,7 +29,7 @@ from iotpki.core.akca import ak_certificate_decision as _ak_decision
 from iotpki.core.authority import Authority, Issued
 from iotpki.core.policy import parse_duration
 from iotpki.errors import ConfigError, MalformedInput
-from iotpki.keys.file import write_private
+from iotpki.files import generated_secret
 from iotpki.settings import Settings
 
 __all__ = ["AkcaService", "AttestationTrust", "EkRoots", "akca_secret", "load_pem_bundle"]
@@ -51,10 +51,9 @@ def load_pem_bundle(path: Path) -> list[x509.Certificate]:
 def akca_secret(home: Path) -> bytes:
     """The AK CA's HMAC key, generated once in ``<home>/secrets/akca-hmac`` (0600)."""
     path = home / _SECRET
-    if not path.is_file():
-        write_private(path, secrets.token_hex(32).encode() + b"\n")
+    content = generated_secret(path, lambda: secrets.token_hex(32).encode() + b"\n")
     try:
-        return bytes.fromhex(path.read_text().strip())
+        return bytes.fromhex(content.decode("ascii", "replace").strip())
     except ValueError as exc:
         raise ConfigError(f"{path} does not hold a hex key") from exc
 

@@ -1,0 +1,1 @@
+"""Network edges: TLS contexts, the ASGI TLS extension, peer revocation checks, egress policy."""

@@ -1,0 +1,1 @@
+"""One installation's services: home and settings file, jobs, revocation, attestation, broker."""
