@@ -50,6 +50,7 @@ from iotpki.core.models import (
     LintFinding,
     RevocationReason,
 )
+from iotpki.core.partitions import PartitionScheme, certificate_partition, partition_extensions
 from iotpki.core.ports import Clock, KeyBackend, Linter, Store, StoreTransaction, SystemClock
 from iotpki.errors import (
     AttestationRejected,
@@ -101,6 +102,7 @@ class AuthorityConfig:
     organization: str | None = None
     key_blocklist: KeyBlocklist | None = None  # e.g. the Debian weak keys (CVE-2008-0166)
     refusal_window: timedelta = timedelta(seconds=60)  # anonymous refusals fold per window
+    crl_partitions: PartitionScheme | None = None  # None: certificates name the CA-wide CRL
 
 
 @dataclass(frozen=True, slots=True)
@@ -830,12 +832,13 @@ class Authority:
         decision: policy.Decision,
     ) -> x509.CertificateBuilder:
         ca_cert = signing.certificate
+        serial = x509.random_serial_number()
         builder = (
             x509.CertificateBuilder()
             .subject_name(decision.subject)
             .issuer_name(ca_cert.subject)
             .public_key(public_key)
-            .serial_number(x509.random_serial_number())
+            .serial_number(serial)
             .not_valid_before(decision.not_before)
             .not_valid_after(decision.not_after)
         )
@@ -844,7 +847,14 @@ class Authority:
         builder = builder.add_extension(
             x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
         )
-        for extension in signing.issuer_extensions:
+        for extension in partition_extensions(
+            signing.issuer_extensions,
+            self._config.crl_partitions,
+            base_url=self._config.public_base_url,
+            ca_name=signing.record.name,
+            serial=serial,
+            not_after=decision.not_after,
+        ):
             builder = builder.add_extension(extension, critical=False)
         return builder
 
@@ -1001,6 +1011,7 @@ class Authority:
             key_algorithm=str(algorithm_of(public_key) or "other"),
             der=cert.public_bytes(_DER),
             issued_at=now,
+            crl_partition=certificate_partition(cert),
         )
         with self._store.transaction() as tx:
             _check_key_reuse(tx, fingerprint, decision.device_id, record.subject)

@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from iotpki.core.models import CertStatus
@@ -188,3 +188,156 @@ class SqlRevocationStore:
     def exclusive(self, name: str) -> AbstractContextManager[bool]:
         """A lock held by one replica at a time (see ``store.locks``)."""
         return advisory_lock(self._engine, name)
+
+    # -- CRL partitions (``core.partitions``) -------------------------------------------------
+
+    def get_partition_crl(
+        self, ca_name: str, partition: str, kind: CrlKind, *, with_der: bool = True
+    ) -> CrlRecord | None:
+        """The latest CRL of that kind of one partition."""
+        c = s.crl_partitions.c
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(*_partition_columns(with_der)).where(
+                    c.ca_name == ca_name, c.partition == partition, c.kind == kind
+                )
+            ).first()
+        return None if row is None else _partition_record(ca_name, row, with_der)
+
+    def partition_crls(self, ca_name: str) -> list[CrlRecord]:
+        """Every stored partition CRL of the CA, without DER."""
+        c = s.crl_partitions.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(*_partition_columns(False))
+                .where(c.ca_name == ca_name)
+                .order_by(c.partition, c.kind)
+            ).all()
+        return [_partition_record(ca_name, row, False) for row in rows]
+
+    def put_partition_crl(self, record: CrlRecord) -> bool:
+        """Replace the partition's stored CRL of that kind unless it has a higher number."""
+        if record.der is None or record.partition is None or record.sha256 is None:
+            raise ValueError("a partition CRL is stored with its partition, DER and digest")
+        c = s.crl_partitions.c
+        where = (c.ca_name == record.ca_name, c.partition == record.partition)
+        with self._write() as conn:
+            stored = conn.execute(
+                select(c.number).where(*where, c.kind == record.kind)
+            ).scalar_one_or_none()
+            if stored is not None and stored >= record.number:
+                return False
+            conn.execute(delete(s.crl_partitions).where(*where, c.kind == record.kind))
+            conn.execute(
+                insert(s.crl_partitions).values(
+                    ca_name=record.ca_name,
+                    partition=record.partition,
+                    kind=record.kind,
+                    number=record.number,
+                    base_number=record.base_number,
+                    this_update=record.this_update,
+                    next_update=record.next_update,
+                    entries=record.entries,
+                    sha256=record.sha256,
+                    der=record.der,
+                )
+            )
+        return True
+
+    def drop_partition(self, ca_name: str, partition: str) -> None:
+        """Forget an expired partition's CRLs."""
+        c = s.crl_partitions.c
+        with self._write() as conn:
+            conn.execute(
+                delete(s.crl_partitions).where(c.ca_name == ca_name, c.partition == partition)
+            )
+
+    def partitions_after(self, ca_name: str, after_id: int) -> tuple[int, set[str]]:
+        """The partitions named by the CA's certificates recorded after row ``after_id``."""
+        c = s.certificates.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(c.crl_partition, func.max(c.id))
+                .where(c.id > after_id, c.ca_name == ca_name, c.crl_partition.is_not(None))
+                .group_by(c.crl_partition)
+            ).all()
+            if after_id == 0:
+                top = conn.execute(select(func.max(c.id))).scalar_one_or_none() or 0
+            else:
+                top = max([after_id, *(row[1] for row in rows)])
+        return int(top), {row[0] for row in rows}
+
+    def partition_revocations_since(
+        self, ca_name: str, since: datetime
+    ) -> list[tuple[str, datetime]]:
+        """(partition, earliest revocation time) of partitions with revocations since ``since``."""
+        c = s.certificates.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(c.crl_partition, func.min(c.revoked_at))
+                .where(
+                    c.ca_name == ca_name,
+                    c.status == literal_column(f"'{_REVOKED}'"),
+                    c.revoked_at >= since,
+                    c.crl_partition.is_not(None),
+                )
+                .group_by(c.crl_partition)
+            ).all()
+        convert = s.UTCDateTime().process_result_value
+        return [(row[0], convert(row[1], self._engine.dialect) or since) for row in rows]
+
+    def partition_entries(
+        self,
+        ca_name: str,
+        partition: str,
+        *,
+        valid_at: datetime,
+        revoked_since: datetime | None = None,
+    ) -> Iterator[CrlEntry]:
+        """The partition's revoked, unexpired certificates (read from their covering index)."""
+        c = s.certificates.c
+        query = select(c.serial, c.revoked_at, c.revocation_reason, c.invalidity_date).where(
+            c.ca_name == ca_name,
+            c.crl_partition == partition,
+            c.status == literal_column(f"'{_REVOKED}'"),
+            c.not_after >= valid_at,
+        )
+        if revoked_since is not None:
+            query = query.where(c.revoked_at >= revoked_since)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return iter([(r[0], _naive(r[1]), r[2], r[3] and _naive(r[3])) for r in rows])
+
+
+def _naive(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _partition_columns(with_der: bool) -> list[Any]:
+    c = s.crl_partitions.c
+    columns = [
+        c.partition,
+        c.kind,
+        c.number,
+        c.base_number,
+        c.this_update,
+        c.next_update,
+        c.entries,
+        c.sha256,
+    ]
+    return [*columns, c.der] if with_der else columns
+
+
+def _partition_record(ca_name: str, row: Any, with_der: bool) -> CrlRecord:
+    return CrlRecord(
+        ca_name=ca_name,
+        kind=row.kind,
+        number=row.number,
+        base_number=row.base_number,
+        this_update=row.this_update,
+        next_update=row.next_update,
+        entries=row.entries,
+        der=row.der if with_der else None,
+        partition=row.partition,
+        sha256=row.sha256,
+    )
