@@ -127,6 +127,26 @@ def test_revocation_remakes_only_its_partition_after_the_delay(
     assert service.revocation.publish_partitions() == []
 
 
+def test_second_revocation_in_a_partition_remade_after_others_are_older(
+    inst: Installation, service: Service, clock: ManualClock
+) -> None:
+    first = _issue(inst, "p-first")
+    second = next(
+        c
+        for c in (_issue(inst, f"p-second-{i}") for i in range(60))
+        if _partition(c) == _partition(first)
+    )
+    service.revocation.publish_partitions()  # every partition at t0
+    for revoked in (first, second):
+        clock.advance(timedelta(seconds=10))
+        _revoke(inst, revoked)
+        clock.advance(timedelta(seconds=1))
+        made = service.revocation.publish_partitions()
+        assert (_partition(revoked), "full") in {(r.partition, r.kind) for r in made}
+        full = service.revocation.partition_crl("issuing", _partition(revoked), "full")
+        assert full is not None and _listed(full.der, revoked)
+
+
 def test_whole_partition_expires(inst: Installation, service: Service, clock: ManualClock) -> None:
     issued = _issue(inst, "p-expiring")
     partition = _partition(issued)

@@ -52,10 +52,8 @@ class PartitionStore(Protocol):
         """(last row id, partitions named by certificates recorded after ``after_id``)."""
         ...
 
-    def partition_revocations_since(
-        self, ca_name: str, since: datetime
-    ) -> list[tuple[str, datetime]]:
-        """(partition, earliest revocation) for partitions with revocations since ``since``."""
+    def unlisted_revocations(self, ca_name: str) -> dict[str, datetime]:
+        """Per partition, the earliest revocation at or after its complete CRL's thisUpdate."""
         ...
 
     def partition_entries(
@@ -142,9 +140,7 @@ class PartitionPublisher:
         stored: dict[tuple[str, CrlKind], CrlRecord] = {
             (r.partition, r.kind): r for r in self._store.partition_crls(ca_name) if r.partition
         }
-        fulls = [r for (_, kind), r in stored.items() if kind == "full"]
-        since = min((r.this_update for r in fulls), default=now)
-        revoked = dict(self._store.partition_revocations_since(ca_name, since))
+        revoked = self._store.unlisted_revocations(ca_name)
         out: dict[str, list[CrlKind]] = {}
         for partition in sorted(self.partitions(ca_name, now)):
             full = stored.get((partition, "full"))
@@ -154,7 +150,7 @@ class PartitionPublisher:
                 full is None
                 or now >= full.this_update + periods.crl_interval
                 or now >= full.next_update - periods.crl_validity / 4
-                or (first is not None and first >= full.this_update and now >= first + self._delay)
+                or (first is not None and now >= first + self._delay)
             ):
                 out[partition] = ["full", "delta"]
             elif (

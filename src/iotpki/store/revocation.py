@@ -267,24 +267,32 @@ class SqlRevocationStore:
                 top = max([after_id, *(row[1] for row in rows)])
         return int(top), {row[0] for row in rows}
 
-    def partition_revocations_since(
-        self, ca_name: str, since: datetime
-    ) -> list[tuple[str, datetime]]:
-        """(partition, earliest revocation time) of partitions with revocations since ``since``."""
+    def unlisted_revocations(self, ca_name: str) -> dict[str, datetime]:
+        """Per partition, the earliest revocation at or after its complete CRL's thisUpdate."""
         c = s.certificates.c
+        p = s.crl_partitions.c
+        query = (
+            select(c.crl_partition, func.min(c.revoked_at))
+            .join(
+                s.crl_partitions,
+                (p.ca_name == c.ca_name) & (p.partition == c.crl_partition) & (p.kind == "full"),
+            )
+            .where(
+                c.ca_name == ca_name,
+                c.status == literal_column(f"'{_REVOKED}'"),
+                c.revoked_at >= p.this_update,
+            )
+            .group_by(c.crl_partition)
+        )
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                select(c.crl_partition, func.min(c.revoked_at))
-                .where(
-                    c.ca_name == ca_name,
-                    c.status == literal_column(f"'{_REVOKED}'"),
-                    c.revoked_at >= since,
-                    c.crl_partition.is_not(None),
-                )
-                .group_by(c.crl_partition)
-            ).all()
+            rows = conn.execute(query).all()
         convert = s.UTCDateTime().process_result_value
-        return [(row[0], convert(row[1], self._engine.dialect) or since) for row in rows]
+        out: dict[str, datetime] = {}
+        for partition, first in rows:
+            value = convert(first, self._engine.dialect)
+            if value is not None:
+                out[partition] = value
+        return out
 
     def partition_entries(
         self,
