@@ -14,7 +14,9 @@ from starlette.testclient import TestClient
 from iotpki.core.authority import Issued
 from iotpki.core.models import RevocationReason
 from iotpki.core.partitions import PartitionScheme, partition_expires, partition_of
+from iotpki.errors import PeerRefused
 from iotpki.installation import Installation
+from iotpki.revocation_check import CrlCache, RevocationChecker
 from iotpki.revocation_service import partition_file
 from iotpki.server import Service, build_http_app
 
@@ -237,3 +239,48 @@ def test_partitions_off_keeps_the_ca_wide_distribution_point(tmp_path: Path) -> 
         assert _url(cdp).endswith("/crl/issuing.crl")
     finally:
         off.close()
+
+
+def test_relying_party_fetches_only_the_partitions_it_meets(
+    inst: Installation, service: Service, clock: ManualClock
+) -> None:
+    mine = _issue(inst, "rp-mine")
+    other = next(
+        c
+        for c in (_issue(inst, f"rp-other-{i}") for i in range(60))
+        if _partition(c) != _partition(mine)
+    )
+    clock.advance(timedelta(seconds=5))
+    _revoke(inst, mine)
+    service.revocation.publish_partitions()
+    served = {
+        str(_url(r.certificate.extensions.get_extension_for_class(_CDP).value)): r
+        for r in (mine, other)
+    }
+    fetched: list[str] = []
+
+    def fetch(url: str, body: bytes | None) -> bytes:
+        fetched.append(url)
+        issued = served[url]
+        record = service.revocation.partition_crl("issuing", _partition(issued), "full")
+        assert record is not None and record.der is not None
+        return record.der
+
+    issuer = inst.authority.get_ca("issuing").certificate
+    cache = CrlCache(
+        issuers=lambda: [issuer], fetch=fetch, clock=clock, follow_distribution_points=True
+    )
+    with pytest.raises(PeerRefused):
+        RevocationChecker(cache).check(mine.certificate, issuer)
+    assert fetched == [_url(mine.certificate.extensions.get_extension_for_class(_CDP).value)]
+    assert cache.status(mine.certificate, issuer) == "revoked"
+    assert len(fetched) == 1  # cached until its nextUpdate
+    assert cache.status(other.certificate, issuer) == "good"
+    assert len(fetched) == 2
+    held = cache.crls()
+    assert len(held) == 2
+    next_update = min(c.next_update_utc for c in held if c.next_update_utc)
+    clock.current = next_update + timedelta(seconds=1)
+    service.revocation.publish_partitions()
+    cache.refresh()
+    assert len(fetched) == 4  # both partitions fetched again at nextUpdate
