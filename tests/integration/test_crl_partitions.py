@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
+from iotpki.cli.main import app as cli
 from iotpki.core.authority import Issued
 from iotpki.core.models import RevocationReason
 from iotpki.core.partitions import PartitionScheme, partition_expires, partition_of
@@ -284,3 +286,38 @@ def test_relying_party_fetches_only_the_partitions_it_meets(
     service.revocation.publish_partitions()
     cache.refresh()
     assert len(fetched) == 4  # both partitions fetched again at nextUpdate
+
+
+def test_cli_crl_show_lists_and_writes_partitions(tmp_path: Path) -> None:
+    home = tmp_path / "cli"
+    inst = make_installation(home)
+    try:
+        issued = _issue(inst, "p-cli")
+    finally:
+        inst.close()
+    runner = CliRunner(env={"IOTPKI_PASSPHRASE": "test-passphrase"})
+    published = runner.invoke(cli, ["--home", str(home), "crl", "publish", "--ca", "issuing"])
+    assert published.exit_code == 0, published.output
+    shown = runner.invoke(cli, ["--home", str(home), "crl", "show", "--ca", "issuing", "--json"])
+    assert shown.exit_code == 0, shown.output
+    rows = json.loads(shown.output)
+    partition = _partition(issued)
+    mine = [r for r in rows if r["partition"] == partition]
+    assert {r["kind"] for r in mine} == {"full", "delta"}
+    assert all(r["bytes"] > 0 and r["entries"] == 0 for r in mine)
+    assert {"(CA-wide)"} <= {r["partition"] for r in rows}
+    out = tmp_path / "p.crl"
+    wrote = runner.invoke(
+        cli,
+        ["--home", str(home), "crl", "show", "--ca", "issuing", "--partition", partition,
+         "--out", str(out)],
+    )  # fmt: skip
+    assert wrote.exit_code == 0, wrote.output
+    crl = x509.load_der_x509_crl(out.read_bytes())
+    assert crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+    missing = runner.invoke(
+        cli,
+        ["--home", str(home), "crl", "show", "--ca", "issuing", "--partition", "20200101-7d-0",
+         "--pem"],
+    )  # fmt: skip
+    assert missing.exit_code != 0
