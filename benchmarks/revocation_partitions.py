@@ -22,12 +22,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from revocation import PASSPHRASE, _csr, _settings, _table, builder_figures
 
 from iotpki.core.models import RevocationReason
 from iotpki.core.partitions import PartitionScheme, partition_of
 from iotpki.installation import Installation, open_installation
 from iotpki.revocation_service import RevocationService
+from revocation import PASSPHRASE, _csr, _settings, _table, builder_figures
 
 _STAMP = "%Y-%m-%d %H:%M:%S.%f"  # as the store keeps times in SQLite
 
