@@ -101,8 +101,9 @@ def test_partition_crl_carries_an_idp_naming_the_cdp(inst: Installation, service
 
 
 def test_revocation_remakes_only_its_partition_after_the_delay(
-    inst: Installation, service: Service, clock: ManualClock
+    any_inst: Installation, clock: ManualClock
 ) -> None:
+    inst, service = any_inst, Service(any_inst)
     mine = _issue(inst, "p-mine")
     others = [_issue(inst, f"p-other-{i}") for i in range(12)]
     others = [o for o in others if _partition(o) != _partition(mine)]

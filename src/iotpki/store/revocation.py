@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnClause
 
 from iotpki.core.models import CertStatus
 from iotpki.core.publication import CrlKind, CrlRecord, StatusRow
@@ -22,6 +23,9 @@ __all__ = ["SqlRevocationStore"]
 
 _REVOKED = str(CertStatus.REVOKED)
 _STREAM_ROWS = 10_000
+# A literal, not a bound value, so that the planner may use the partial covering index of the
+# partitions' CRLs (``ix_certificates_crl_partition``).
+_REVOKED_LITERAL: ColumnClause[Any] = literal_column(f"'{_REVOKED}'")
 # The literal 'revoked' lets both databases use the partial index (a bound value would not).
 _CRL_QUERY = (
     "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates "
@@ -271,6 +275,14 @@ class SqlRevocationStore:
         """Per partition, the earliest revocation at or after its complete CRL's thisUpdate."""
         c = s.certificates.c
         p = s.crl_partitions.c
+        with self._engine.connect() as conn:
+            since = conn.execute(
+                select(func.min(p.this_update)).where(p.ca_name == ca_name, p.kind == "full")
+            ).scalar_one_or_none()
+        if since is None:
+            return {}
+        if not isinstance(since, datetime):  # aggregates skip the column type
+            since = s.UTCDateTime().process_result_value(since, self._engine.dialect)
         query = (
             select(c.crl_partition, func.min(c.revoked_at))
             .join(
@@ -279,7 +291,8 @@ class SqlRevocationStore:
             )
             .where(
                 c.ca_name == ca_name,
-                c.status == literal_column(f"'{_REVOKED}'"),
+                c.status == _REVOKED_LITERAL,
+                c.revoked_at >= since,  # a range over ix_certificates_ca_status_revoked
                 c.revoked_at >= p.this_update,
             )
             .group_by(c.crl_partition)
@@ -307,7 +320,7 @@ class SqlRevocationStore:
         query = select(c.serial, c.revoked_at, c.revocation_reason, c.invalidity_date).where(
             c.ca_name == ca_name,
             c.crl_partition == partition,
-            c.status == literal_column(f"'{_REVOKED}'"),
+            c.status == _REVOKED_LITERAL,
             c.not_after >= valid_at,
         )
         if revoked_since is not None:

@@ -571,8 +571,8 @@ Index(
     postgresql_where=certificates.c.status == "revoked",
 )
 
-# A partition's CRL reads its revoked certificates from this index alone; the publisher finds
-# the partitions touched by recent revocations through the second (migration revocation_0003).
+# A partition's CRL reads its revoked certificates from this index alone; the publisher learns
+# the partitions of new certificates through the second (migration revocation_0003).
 Index(
     "ix_certificates_crl_partition",
     certificates.c.ca_name,
@@ -582,14 +582,6 @@ Index(
     certificates.c.revoked_at,
     certificates.c.revocation_reason,
     certificates.c.invalidity_date,
-    sqlite_where=certificates.c.status == "revoked",
-    postgresql_where=certificates.c.status == "revoked",
-)
-Index(
-    "ix_certificates_revoked_at",
-    certificates.c.ca_name,
-    certificates.c.revoked_at,
-    certificates.c.crl_partition,
     sqlite_where=certificates.c.status == "revoked",
     postgresql_where=certificates.c.status == "revoked",
 )

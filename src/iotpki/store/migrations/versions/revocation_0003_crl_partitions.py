@@ -45,19 +45,11 @@ def upgrade() -> None:
         sqlite_where=_REVOKED,
         postgresql_where=_REVOKED,
     )
-    op.create_index(
-        "ix_certificates_revoked_at",
-        "certificates",
-        ["ca_name", "revoked_at", "crl_partition"],
-        sqlite_where=_REVOKED,
-        postgresql_where=_REVOKED,
-    )
     op.create_index("ix_certificates_partition", "certificates", ["ca_name", "crl_partition"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_certificates_partition", table_name="certificates")
-    op.drop_index("ix_certificates_revoked_at", table_name="certificates")
     op.drop_index("ix_certificates_crl_partition", table_name="certificates")
     op.drop_table("crl_partitions")
     op.drop_column("certificates", "crl_partition")
