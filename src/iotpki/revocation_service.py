@@ -113,7 +113,11 @@ class RevocationService:
         self.publisher = CrlPublisher(inst.authority, self.store, self.config)
         self.responder = OcspResponder(inst.authority, self.store, self.config)
         self.partitions = PartitionPublisher(
-            inst.authority, self.store, self.config, delay=_partition_delay(inst.settings)
+            inst.authority,
+            self.store,
+            self.config,
+            delay=_partition_delay(inst.settings),
+            max_bytes=inst.settings.revocation.partition_max_bytes,
         )
         self._crls: dict[tuple[str, CrlKind], CrlRecord] = {}
         self._partition_crls: dict[tuple[str, str, CrlKind], CrlRecord] = {}
@@ -124,9 +128,17 @@ class RevocationService:
             [
                 Job("ocsp-responders", 60.0, self.refresh_responders),
                 Job("crl-publish", 1.0, self.publish_due, exclusive=True),
-                Job("crl-partitions", 0.5, self.publish_partitions, exclusive=True),
                 Job("revocation-watch", 1.0, self.watch),
                 Job("ocsp-presign", 1.0, self.presign),
+            ],
+            self.store.exclusive,
+        )
+        # Partitions on a runner of their own: a CA-wide rebuild of a million entries, or a batch
+        # of OCSP pre-signing, must not hold back a revocation's partition.
+        self.partition_runner = JobRunner(
+            [
+                Job("crl-partitions", 0.5, self.make_partitions, exclusive=True),
+                Job("crl-partitions-load", 0.5, self.reload_partitions),
             ],
             self.store.exclusive,
         )
@@ -138,7 +150,8 @@ class RevocationService:
         """Revocation in this process: drop the OCSP responses at once, hurry the CRL job."""
         if action == "certificate.revoked":
             self.responder.invalidate(str(data["ca"]), str(data["serial"]))
-            self.runner.wake(("crl-publish", "crl-partitions", "revocation-watch"))
+            self.runner.wake(("crl-publish", "revocation-watch"))
+            self.partition_runner.wake()
         elif action in ("ca.activated", "ca.created"):
             self.runner.wake(("ocsp-responders",))
 
@@ -154,13 +167,18 @@ class RevocationService:
         self.reload_crls()
         return made
 
-    def publish_partitions(self) -> list[CrlRecord]:
-        """Generate the partition CRLs that are due, drop expired partitions, publish here."""
+    def make_partitions(self) -> list[CrlRecord]:
+        """Generate the partition CRLs that are due and drop expired partitions (one replica)."""
         made: list[CrlRecord] = []
         for ca_name in self.publisher.signing_cas():
             now = self.installation.authority.clock.now()
             self.partitions.expire(ca_name, now)
             made.extend(self.partitions.publish_due(ca_name, now))
+        return made
+
+    def publish_partitions(self) -> list[CrlRecord]:
+        """Make the partition CRLs that are due, then publish them here."""
+        made = self.make_partitions()
         self.reload_partitions()
         return made
 
@@ -171,7 +189,6 @@ class RevocationService:
         self.responder.invalidate_since(since)
         self._watched_at = now
         self.reload_crls()
-        self.reload_partitions()
 
     def presign(self) -> None:
         """Sign OCSP responses ahead of need and renew those past half their validity."""
@@ -183,9 +200,11 @@ class RevocationService:
         """Prepare the responders and start the background jobs."""
         self.refresh_responders()
         self.runner.start()
+        self.partition_runner.start()
 
     def stop(self) -> None:
         """Stop the background jobs."""
+        self.partition_runner.stop()
         self.runner.stop()
 
     # -- CRLs ---------------------------------------------------------------------------------

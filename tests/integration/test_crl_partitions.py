@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from iotpki.cli.main import app as cli
 from iotpki.core.authority import Issued
 from iotpki.core.models import RevocationReason
 from iotpki.core.partitions import PartitionScheme, partition_expires, partition_of
+from iotpki.core.publication import CrlRecord
 from iotpki.errors import PeerRefused
 from iotpki.installation import Installation
 from iotpki.revocation_check import CrlCache, RevocationChecker
@@ -322,3 +326,61 @@ def test_cli_crl_show_lists_and_writes_partitions(tmp_path: Path) -> None:
          "--pem"],
     )  # fmt: skip
     assert missing.exit_code != 0
+
+
+def test_an_oversized_partition_is_logged(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    inst = make_installation(
+        tmp_path / "big", clock=clock, revocation={"partition_max_bytes": 10_000}
+    )
+    caplog.set_level(logging.WARNING, logger="iotpki.core.partition_publication")
+    try:
+        service = Service(inst)
+        issued = [_issue(inst, f"p-big-{i}") for i in range(3)]
+        service.revocation.publish_partitions()
+        assert "CRL partition" not in caplog.text
+        big = _partition(issued[0])
+        rows = [(format(n, "x"), clock.now(), None, None) for n in range(1, 2000)]
+        store = service.revocation.store
+        original = store.partition_entries
+        store.partition_entries = lambda ca, p, **kw: (
+            iter(rows) if p == big else original(ca, p, **kw)
+        )  # type: ignore[method-assign]
+        service.revocation.partitions.generate("issuing", big, "full", actor="test")
+        assert f"CRL partition {big} of issuing is" in caplog.text
+    finally:
+        inst.close()
+
+
+def test_a_long_ca_wide_rebuild_does_not_hold_back_a_partition(tmp_path: Path) -> None:
+    inst = make_installation(tmp_path / "jobs")
+    release = threading.Event()
+    blocked = threading.Event()
+    try:
+        service = Service(inst)
+        issued = _issue(inst, "p-jobs")
+        service.revocation.publish_partitions()
+        original = service.revocation.publisher.publish_due
+
+        def slow_rebuild(now: datetime, actor: str = "system:crl") -> list[CrlRecord]:
+            blocked.set()
+            release.wait(60)  # a CA-wide CRL of millions of entries, being built
+            return original(now, actor)
+
+        service.revocation.publisher.publish_due = slow_rebuild  # type: ignore[method-assign]
+        service.revocation.start()
+        assert blocked.wait(30)
+        _revoke(inst, issued)
+        deadline = time.monotonic() + 30  # generous: the partition_delay is 1 s
+        listed = False
+        while not listed and time.monotonic() < deadline:
+            held = service.revocation.partition_crl("issuing", _partition(issued), "full")
+            listed = held is not None and _listed(held.der, issued)
+            time.sleep(0.05)
+        assert listed, "the revocation did not reach its partition while the CA-wide job ran"
+        assert not release.is_set()
+    finally:
+        release.set()
+        service.revocation.stop()
+        inst.close()

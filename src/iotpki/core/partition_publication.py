@@ -10,6 +10,7 @@ has ended (every certificate it covers has expired) is no longer published.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,8 @@ from iotpki.core.publication import CrlKind, CrlRecord, RevocationConfig
 from iotpki.core.revocation import CrlEntry, build_crl
 
 __all__ = ["PartitionPublisher", "PartitionStore", "partition_index"]
+
+log = logging.getLogger(__name__)
 
 
 class PartitionStore(Protocol):
@@ -117,11 +120,13 @@ class PartitionPublisher:
         config: RevocationConfig,
         *,
         delay: timedelta = timedelta(seconds=1),
+        max_bytes: int = 5_000_000,
     ) -> None:
         self._authority = authority
         self._store = store
         self._config = config
         self._delay = delay
+        self._max_bytes = max_bytes
         self._known: dict[str, tuple[int, set[str]]] = {}  # per CA: last row seen, partitions
 
     def partitions(self, ca_name: str, now: datetime) -> set[str]:
@@ -233,6 +238,14 @@ class PartitionPublisher:
             partition=partition,
             sha256=hashlib.sha256(der).hexdigest(),
         )
+        if len(der) > self._max_bytes:
+            log.warning(
+                "CRL partition %s of %s is %d bytes (over %d): raise partition_buckets",
+                partition,
+                ca_name,
+                len(der),
+                self._max_bytes,
+            )
         if self._store.put_partition_crl(crl):
             self._authority.record_event(
                 actor,

@@ -582,6 +582,7 @@ Index(
     certificates.c.revoked_at,
     certificates.c.revocation_reason,
     certificates.c.invalidity_date,
+    certificates.c.status,  # so that SQLite reads the partition from the index alone
     sqlite_where=certificates.c.status == "revoked",
     postgresql_where=certificates.c.status == "revoked",
 )

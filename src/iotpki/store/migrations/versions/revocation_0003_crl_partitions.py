@@ -41,6 +41,7 @@ def upgrade() -> None:
             "revoked_at",
             "revocation_reason",
             "invalidity_date",
+            "status",  # in the index too, so that SQLite reads a partition from it alone
         ],
         sqlite_where=_REVOKED,
         postgresql_where=_REVOKED,
