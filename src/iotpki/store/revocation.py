@@ -32,6 +32,8 @@ _CRL_QUERY = (
     "WHERE ca_name = :ca_name AND status = 'revoked' AND not_after >= :valid_at"
 )
 _DELTA_CRL_QUERY = _CRL_QUERY + " AND revoked_at >= :since"
+_PARTITION_QUERY = _CRL_QUERY + " AND crl_partition = :partition"
+_PARTITION_DELTA_QUERY = _PARTITION_QUERY + " AND revoked_at >= :since"
 
 
 def _stored_time(value: datetime, sqlite_store: bool) -> object:
@@ -126,9 +128,20 @@ class SqlRevocationStore:
         index ``ix_certificates_crl``, in ``arraysize`` batches.
         """
         sql = _CRL_QUERY if revoked_since is None else _DELTA_CRL_QUERY
+        return self._stream(sql, ca_name, None, valid_at, revoked_since)
+
+    def _stream(
+        self,
+        sql: str,
+        ca_name: str,
+        partition: str | None,
+        valid_at: datetime,
+        revoked_since: datetime | None,
+    ) -> Iterator[CrlEntry]:
         sqlite_store = self._dialect == "sqlite"
         params = {
             "ca_name": ca_name,
+            "partition": partition,
             "valid_at": _stored_time(valid_at, sqlite_store),
             "since": None if revoked_since is None else _stored_time(revoked_since, sqlite_store),
         }
@@ -257,19 +270,34 @@ class SqlRevocationStore:
             )
 
     def partitions_after(self, ca_name: str, after_id: int) -> tuple[int, set[str]]:
-        """The partitions named by the CA's certificates recorded after row ``after_id``."""
+        """The partitions named by the CA's certificates recorded after row ``after_id``.
+
+        The first call reads the partitions from ``ix_certificates_partition``; later ones read
+        only the new rows, in row-id order (a primary-key range, whatever the planner prefers).
+        """
         c = s.certificates.c
+        found: set[str] = set()
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                select(c.crl_partition, func.max(c.id))
-                .where(c.id > after_id, c.ca_name == ca_name, c.crl_partition.is_not(None))
-                .group_by(c.crl_partition)
-            ).all()
-            if after_id == 0:
-                top = conn.execute(select(func.max(c.id))).scalar_one_or_none() or 0
-            else:
-                top = max([after_id, *(row[1] for row in rows)])
-        return int(top), {row[0] for row in rows}
+            if after_id == 0:  # the highest row first: a row added meanwhile is seen next time
+                top = int(conn.execute(select(func.max(c.id))).scalar_one_or_none() or 0)
+                rows = conn.execute(
+                    select(c.crl_partition)
+                    .where(c.ca_name == ca_name, c.crl_partition.is_not(None))
+                    .distinct()
+                )
+                return top, {row[0] for row in rows}
+            top = after_id
+            while True:
+                page = conn.execute(
+                    select(c.id, c.ca_name, c.crl_partition)
+                    .where(c.id > top)
+                    .order_by(c.id)
+                    .limit(_STREAM_ROWS)
+                ).all()
+                found |= {p for _, ca, p in page if ca == ca_name and p is not None}
+                if not page:
+                    return top, found
+                top = page[-1][0]
 
     def unlisted_revocations(self, ca_name: str) -> dict[str, datetime]:
         """Per partition, the earliest revocation at or after its complete CRL's thisUpdate."""
@@ -315,23 +343,10 @@ class SqlRevocationStore:
         valid_at: datetime,
         revoked_since: datetime | None = None,
     ) -> Iterator[CrlEntry]:
-        """The partition's revoked, unexpired certificates (read from their covering index)."""
-        c = s.certificates.c
-        query = select(c.serial, c.revoked_at, c.revocation_reason, c.invalidity_date).where(
-            c.ca_name == ca_name,
-            c.crl_partition == partition,
-            c.status == _REVOKED_LITERAL,
-            c.not_after >= valid_at,
-        )
-        if revoked_since is not None:
-            query = query.where(c.revoked_at >= revoked_since)
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return iter([(r[0], _naive(r[1]), r[2], r[3] and _naive(r[3])) for r in rows])
-
-
-def _naive(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+        """The partition's revoked, unexpired certificates, streamed from their covering index
+        ``ix_certificates_crl_partition`` as ``revoked_entries`` streams the CA's."""
+        sql = _PARTITION_QUERY if revoked_since is None else _PARTITION_DELTA_QUERY
+        return self._stream(sql, ca_name, partition, valid_at, revoked_since)
 
 
 def _partition_columns(with_der: bool) -> list[Any]:
