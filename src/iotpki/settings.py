@@ -62,6 +62,11 @@ class RevocationSettings(RevocationPeriodSettings):
     ocsp_presign_limit: int = Field(default=100_000, ge=0)
     ocsp_max_certs: int = Field(default=16, ge=1, le=256)
     ocsp_max_nonce: int = Field(default=32, ge=1, le=128)
+    # CRL partitions (``core.partitions``): new certificates name one; 0 days switches them off.
+    partition_window_days: int = Field(default=7, ge=0, le=3650)
+    partition_buckets: int = Field(default=4, ge=1, le=4096)
+    partition_delay: str = "1s"  # a revocation reaches its partition's CRL after this
+    partition_max_bytes: int = Field(default=5_000_000, ge=10_000)  # warn past this size
     cas: dict[str, RevocationPeriodSettings] = Field(default_factory=dict)
 
 

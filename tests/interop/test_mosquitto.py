@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import queue
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from channelkit import Issuance, issue, publish_crls
 from iotpki.core.models import RevocationReason
@@ -20,11 +24,14 @@ from iotpki.net.revocation_check import CrlCache, RevocationChecker
 from iotpki.net.tls import Channel
 from iotpki.services.broker import refresh
 from iotpki.services.installation import Installation
+from iotpki.services.revocation import RevocationService
 from mosquittokit import Mosquitto, start_broker
 
-from conftest import make_installation
+from conftest import ManualClock, make_installation
 
 pytestmark = pytest.mark.interop
+
+_PEM = serialization.Encoding.PEM
 
 
 @pytest.fixture
@@ -139,3 +146,39 @@ def test_paho_through_iotpki_tls_with_signed_telemetry(
     finally:
         sub.loop_stop()
         sub.disconnect()
+
+
+def _partitions_only_crlfile(inst: Installation, crlfile: Path) -> None:
+    """crl.pem from the issuing CA's partition CRLs (and the root's CRL), no CA-wide CRL."""
+    service = RevocationService(inst)
+    service.publish_partitions()
+    parts = sorted((inst.home / "crl" / "issuing").glob("*[0-9].crl"))
+    assert parts, "no partition CRL was published"
+    root = service.store.get_crl("root", "full")
+    assert root is not None and root.der is not None
+    ders = [p.read_bytes() for p in parts] + [root.der]
+    crlfile.write_bytes(b"".join(x509.load_der_x509_crl(d).public_bytes(_PEM) for d in ders))
+
+
+def test_mosquitto_refuses_a_revoked_device_with_partition_crls_only(
+    inst: Installation, broker: Mosquitto, tmp_path: Path, clock: ManualClock
+) -> None:
+    device = issue(inst, tmp_path / "dev", "dev-p")
+    other = issue(inst, tmp_path / "dev2", "dev-q")
+    crlfile = broker.settings.path("crl.pem")
+    _partitions_only_crlfile(inst, crlfile)
+    broker.process.send_signal(signal.SIGHUP)
+    assert _pub(broker, device, "devices/dev-p/t") == 0  # its partition lists nothing
+    clock.advance(timedelta(seconds=5))
+    inst.authority.revoke(
+        device.issued.record.serial, reason=RevocationReason.KEY_COMPROMISE, actor="test"
+    )
+    clock.advance(timedelta(seconds=2))
+    _partitions_only_crlfile(inst, crlfile)
+    broker.process.send_signal(signal.SIGHUP)
+    for _ in range(3):
+        if _pub(broker, device, "devices/dev-p/t") != 0:
+            break
+    else:
+        pytest.fail("the revoked device still connects")
+    assert _pub(broker, other, "devices/dev-q/t") == 0

@@ -1,4 +1,4 @@
-"""``iotpki crl show|publish``: the CRLs of the installation's CAs."""
+"""``iotpki crl show|publish``: the CRLs of the installation's CAs and of their partitions."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from iotpki.core.models import CertificateQuery
 from iotpki.core.publication import CrlKind, CrlRecord, crl_url
 from iotpki.errors import NotFound
 from iotpki.services.installation import Installation
-from iotpki.services.revocation import RevocationService, crl_file
+from iotpki.services.revocation import RevocationService, crl_file, partition_file
 
 __all__ = ["app", "print_publication_status"]
 
@@ -47,12 +47,14 @@ def _when(value: datetime | None) -> str:
 
 _COLUMNS = (
     Column("CA", "ca"),
+    Column("partition", "partition"),
     Column("kind", "kind"),
     Column("number", "number"),
     Column("base", "base"),
     Column("thisUpdate", "this_update", short=(short_time, short_date)),
     Column("nextUpdate", "next_update", short=(short_time, short_date)),
     Column("entries", "entries"),
+    Column("bytes", "bytes"),
     Column("file", "file", wrap=True),
 )
 
@@ -62,19 +64,25 @@ def _records(
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for ca_name, kind, crl in records:
-        path = crl_file(inst.home, ca_name, kind)
+        partition = None if crl is None else crl.partition
+        if partition is None:
+            path = crl_file(inst.home, ca_name, kind)
+        else:
+            path = partition_file(inst.home, ca_name, partition, kind)
         if crl is None:
             rows.append({"ca": ca_name, "kind": kind, "number": "(none yet)"})
             continue
         rows.append(
             {
                 "ca": ca_name,
+                "partition": partition or "(CA-wide)",
                 "kind": kind,
                 "number": crl.number,
                 "base": crl.base_number,
                 "this_update": crl.this_update,
                 "next_update": crl.next_update,
                 "entries": crl.entries,
+                "bytes": path.stat().st_size if path.is_file() else None,
                 "file": str(path) if path.is_file() else "(not written)",
             }
         )
@@ -86,12 +94,15 @@ def show(
     ctx: typer.Context,
     ca: str | None = typer.Option(None, "--ca", help="Only this CA"),
     delta: bool = typer.Option(False, "--delta", help="With --out: the delta CRL"),
+    partition: str | None = typer.Option(
+        None, "--partition", help="With --out / --pem: this CRL partition of --ca"
+    ),
     out: Path | None = typer.Option(None, "--out", help="Write the CRL (DER) of --ca here"),
     pem_out: bool = typer.Option(False, "--pem", help="Print the CRL of --ca as PEM"),
     wide: bool = WIDE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """The latest complete and delta CRL of each CA (or write one with --out / --pem)."""
+    """The latest complete and delta CRL of each CA and partition (or write one with --out)."""
     inst = installation(ctx)
     service = RevocationService(inst)
     names = _cas(service, ca)
@@ -99,9 +110,13 @@ def show(
         if ca is None:
             raise NotFound("name the CA with --ca to print or write its CRL")
         kind: CrlKind = "delta" if delta else "full"
-        crl = service.store.get_crl(ca, kind)
+        if partition is None:
+            crl = service.store.get_crl(ca, kind)
+        else:
+            crl = service.store.get_partition_crl(ca, partition, kind)
         if crl is None or crl.der is None:
-            raise NotFound(f"CA {ca!r} has no {kind} CRL yet: run `iotpki crl publish`", ca=ca)
+            where = f"CA {ca!r}" if partition is None else f"partition {partition!r} of {ca!r}"
+            raise NotFound(f"{where} has no {kind} CRL yet: run `iotpki crl publish`", ca=ca)
         if pem_out:
             parsed = x509.load_der_x509_crl(crl.der)
             typer.echo(parsed.public_bytes(serialization.Encoding.PEM).decode(), nl=False)
@@ -110,6 +125,7 @@ def show(
             console.print(f"wrote {out}")
         return
     rows = [(n, k, service.store.get_crl(n, k, with_der=False)) for n in names for k in _KINDS]
+    rows += [(n, r.kind, r) for n in names for r in service.store.partition_crls(n)]
     print_records(_records(rows, inst), _COLUMNS, wide=wide, as_json=as_json)
 
 
@@ -117,14 +133,21 @@ def show(
 def publish(
     ctx: typer.Context, ca: str | None = typer.Option(None, "--ca", help="Only this CA")
 ) -> None:
-    """Generate a complete and a delta CRL now, write the files and run the publish command."""
+    """Generate every CRL and partition CRL now, write the files and run the publish command."""
     inst = installation(ctx)
     service = RevocationService(inst)
     made: list[tuple[str, CrlKind, CrlRecord | None]] = []
     for name in _cas(service, ca):
         for kind in _KINDS:
             made.append((name, kind, service.publisher.generate(name, kind, actor="cli")))
+        now = inst.authority.clock.now()
+        service.partitions.expire(name, now)
+        for partition in sorted(service.partitions.partitions(name, now)):
+            for kind in _KINDS:
+                record = service.partitions.generate(name, partition, kind, actor="cli")
+                made.append((name, kind, record))
     service.reload_crls()
+    service.reload_partitions()
     print_records(_records(made, inst), _COLUMNS)
 
 

@@ -208,6 +208,7 @@ class CertificateRecord:
     invalidity_date: datetime | None = None
     issued_at: datetime | None = None
     lint_status: str | None = None  # None: not linted yet; "pass", "warn", "error"
+    crl_partition: str | None = None  # None: the CA-wide CRL (``core.partitions``)
 
     @property
     def certificate(self) -> x509.Certificate:

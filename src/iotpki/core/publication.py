@@ -48,6 +48,8 @@ class CrlRecord:
     next_update: datetime
     entries: int
     der: bytes | None = None
+    partition: str | None = None  # None: the CA-wide CRL (``core.partitions``)
+    sha256: str | None = None  # of the DER, kept for partitions' index
 
 
 class RevocationStore(Protocol):

@@ -219,6 +219,7 @@ def build_crl(
     next_update: datetime,
     delta_base: int | None = None,
     freshest_url: str | None = None,
+    partition_url: str | None = None,
 ) -> bytes:
     """A signed v2 CRL (or a delta CRL when ``delta_base`` is given) as DER.
 
@@ -226,7 +227,9 @@ def build_crl(
     nextUpdate, revokedCertificates OPTIONAL, crlExtensions [0] EXPLICIT }. Extensions: the
     authority key identifier (5.2.1), the CRL number (5.2.3), for a delta CRL the critical delta
     CRL indicator naming its base (5.2.4), and for a complete CRL freshestCRL (5.2.6) pointing at
-    the delta CRL.
+    the delta CRL. A partition's CRL (and its delta) carries the critical issuingDistributionPoint
+    (5.2.5) naming ``partition_url``, the URL its certificates' distribution point names, with
+    onlyContainsUserCerts.
     """
     encoder = _EntryEncoder()
     revoked = b"".join(map(encoder.encode, entries))
@@ -244,6 +247,17 @@ def build_crl(
             crl_issuer=None,
         )
         extensions.append((x509.FreshestCRL([point]), False))
+    if partition_url is not None:
+        idp = x509.IssuingDistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(partition_url)],
+            relative_name=None,
+            only_contains_user_certs=True,
+            only_contains_ca_certs=False,
+            only_some_reasons=None,
+            indirect_crl=False,
+            only_contains_attribute_certs=False,
+        )
+        extensions.append((idp, True))
     tbs = _seq(
         b"\x02\x01\x01",  # version v2
         _signature_algorithm(key),

@@ -36,6 +36,7 @@ __all__ = [
     "OcspChecker",
     "RevocationChecker",
     "Status",
+    "distribution_point",
     "http_fetch",
     "issuer_of",
 ]
@@ -136,11 +137,42 @@ class _Held:
     revoked: frozenset[int]  # the serials listed, for constant-time lookups
 
 
+def _scope(crl: x509.CertificateRevocationList) -> str | None:
+    """The URL a partitioned CRL's issuingDistributionPoint names (None: the issuer's whole CRL)."""
+    try:
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return None
+    for name in idp.full_name or ():
+        if isinstance(name, x509.UniformResourceIdentifier):
+            return name.value
+    return ""  # a scope this cache cannot match to a certificate
+
+
+def distribution_point(cert: x509.Certificate) -> str | None:
+    """The first http(s) URL of a certificate's CRL distribution points."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return None
+    for point in points:
+        for name in point.full_name or ():
+            if isinstance(name, x509.UniformResourceIdentifier) and name.value.startswith(
+                ("http://", "https://")
+            ):
+                return name.value
+    return None
+
+
 class CrlCache:
-    """The current complete CRL of each issuer, from files, directories and URLs.
+    """The current complete CRL of each issuer and partition, from files, directories and URLs.
 
     Delta CRLs are skipped (OpenSSL's ``VERIFY_CRL_CHECK_LEAF`` would not use them); a CRL
-    whose signature does not verify with one of ``issuers`` is ignored and logged.
+    whose signature does not verify with one of ``issuers`` is ignored and logged. A partition's
+    CRL (RFC 5280 section 5.2.5) is held beside its issuer's whole CRL, keyed by the URL its
+    issuingDistributionPoint names; with ``follow_distribution_points`` the cache fetches the
+    partition a certificate's distribution point names when it first meets that certificate,
+    and again at its nextUpdate, and nothing else.
     """
 
     def __init__(
@@ -154,6 +186,7 @@ class CrlCache:
         clock: Clock | None = None,
         poll_seconds: float = 2.0,
         url_max_age: timedelta = timedelta(minutes=5),
+        follow_distribution_points: bool = False,
     ) -> None:
         self._issuers = issuers
         self._files = tuple(files)
@@ -163,8 +196,10 @@ class CrlCache:
         self._clock = clock or SystemClock()
         self._poll = poll_seconds
         self._url_max_age = url_max_age
+        self._follow = follow_distribution_points
+        self._followed: list[str] = []  # partition URLs named by certificates met so far
         self._lock = threading.Lock()
-        self._held: dict[bytes, _Held] = {}  # issuer (name and key) -> current CRL
+        self._held: dict[tuple[bytes, str | None], _Held] = {}  # (issuer, scope) -> current CRL
         self._url_due: dict[str, datetime] = {}
         self._ignored: dict[str, tuple[int, int] | None] = {}  # logged once per version
         self._polled = float("-inf")
@@ -197,7 +232,7 @@ class CrlCache:
         changed = False
         for path in self._paths():
             changed |= self._read_file(path, force)
-        for url in self._urls:
+        for url in (*self._urls, *self._followed):
             if force or expired or now >= self._url_due.get(url, now):
                 changed |= self._read_url(url, now)
         if changed:
@@ -262,7 +297,7 @@ class CrlCache:
             return False
         if crl.next_update_utc is not None and source in self._url_due:
             self._url_due[source] = min(self._url_due[source], crl.next_update_utc)
-        key = _issuer_key(issuer)
+        key = (_issuer_key(issuer), _scope(crl))
         with self._lock:
             held = self._held.get(key)
             if held is not None and _crl_number(held.crl) > _crl_number(crl):
@@ -280,8 +315,17 @@ class CrlCache:
     def status(self, cert: x509.Certificate, issuer: x509.Certificate) -> Status:
         """``cert``'s status by its issuer's current CRL; refuses when there is none."""
         self.refresh()
+        issuer_key = _issuer_key(issuer)
+        point = distribution_point(cert)
+        if self._follow and point is not None and point not in self._followed:
+            with self._lock:
+                unknown = (issuer_key, point) not in self._held
+            if unknown:
+                self._followed.append(point)
+                if self._read_url(point, self._clock.now()):
+                    self.version += 1
         with self._lock:
-            held = self._held.get(_issuer_key(issuer))
+            held = self._held.get((issuer_key, point)) or self._held.get((issuer_key, None))
         if held is None:
             raise PeerRefused(
                 f"no CRL of {issuer.subject.rfc4514_string()} to check against",

@@ -7,8 +7,9 @@
 - ``broker.pem``  the broker's certificate from the ``server`` profile with its CA chain (and
                   the rollover cross-certificate, so devices that trust only the old root
                   accept it); ``broker.key`` its key (0600);
-- ``crl.pem``     the latest complete CRL of every CA held here, from the store (mosquitto
-                  checks the leaf's);
+- ``crl.pem``     the latest complete CRL of every CA held here and of each of its live CRL
+                  partitions, from the store (mosquitto checks the leaf's: OpenSSL matches a
+                  partition by its issuingDistributionPoint);
 - ``mosquitto.conf`` the listener: ``require_certificate``, ``use_identity_as_username`` (the
                   certificate's commonName, i.e. the device ID), TLS 1.3, and an ACL file that
                   lets each device write only below ``devices/<its id>/`` and named readers
@@ -141,7 +142,7 @@ def _trust(inst: Installation) -> bytes:
 
 
 def _crls(service: RevocationService) -> bytes:
-    """The latest complete CRL of each CA held here (made now where none exists yet)."""
+    """The complete CRLs of each CA held here and its partitions (made now where due)."""
     out = []
     for name in service.publisher.signing_cas():
         crl = service.store.get_crl(name, "full")
@@ -149,6 +150,14 @@ def _crls(service: RevocationService) -> bytes:
             crl = service.publisher.generate(name, "full", actor="system:broker")
         assert crl.der is not None
         out.append(x509.load_der_x509_crl(crl.der).public_bytes(_PEM))
+        now = service.now()
+        if service.partitions.due(name, now):
+            service.partitions.publish_due(name, now, actor="system:broker")
+        for info in service.store.partition_crls(name):
+            if info.kind == "full" and info.partition is not None:
+                part = service.store.get_partition_crl(name, info.partition, "full")
+                if part is not None and part.der is not None:
+                    out.append(x509.load_der_x509_crl(part.der).public_bytes(_PEM))
     return b"".join(out)
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from iotpki.core.authority import Authority, AuthorityConfig
 from iotpki.core.keyquality import KeyBlocklist
 from iotpki.core.models import CAKind, KeyAlgorithm
+from iotpki.core.partitions import PartitionScheme
 from iotpki.core.ports import Clock, KeyBackend, SystemClock
 from iotpki.errors import ConfigError
 from iotpki.files import write_private
@@ -190,6 +191,7 @@ def open_installation(
             default_ca=settings.default_ca,
             organization=settings.organization,
             key_blocklist=_key_blocklist(settings),
+            crl_partitions=_partition_scheme(settings),
         ),
         clock=clock or SystemClock(),
         linter=linter,
@@ -268,3 +270,11 @@ def _audit_settings(settings: Settings, authority: Authority) -> None:
         "settings",
         {"digest": digest, "settings": public, "changed": changed},
     )
+
+
+def _partition_scheme(settings: Settings) -> PartitionScheme | None:
+    """The CRL partitions new certificates name (None: switched off, the CA-wide CRL)."""
+    section = settings.revocation
+    if section.partition_window_days == 0:
+        return None
+    return PartitionScheme(section.partition_window_days, section.partition_buckets)

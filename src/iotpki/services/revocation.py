@@ -1,12 +1,16 @@
 """Revocation publication in the server: CRLs, the OCSP responder and their background jobs.
 
-Wires the core's ``CrlPublisher`` and ``OcspResponder`` to the store, the settings and the data
-directory: published CRLs are also written to ``<home>/crl/<ca>.crl`` and ``<ca>-delta.crl``
-(write, then rename), after which the configured command runs (e.g. to make a broker reload).
+Wires the core's ``CrlPublisher``, ``PartitionPublisher`` and ``OcspResponder`` to the store,
+the settings and the data directory. Published CRLs are also written under ``<home>/crl/`` in the
+server's URL layout (``<ca>.crl``, ``<ca>-delta.crl``, ``<ca>/<partition>.crl``,
+``<ca>/<partition>-delta.crl`` and ``<ca>/index.json``), each written then renamed, so the
+directory can be served as is by any static web server or CDN; the configured command then runs
+once per batch with the changed files in ``IOTPKI_CRL_FILES`` (e.g. to upload or reload a broker).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -15,6 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from iotpki.core.partition_publication import PartitionPublisher, partition_index
 from iotpki.core.policy import parse_duration
 from iotpki.core.publication import (
     CrlKind,
@@ -31,7 +36,7 @@ from iotpki.services.jobs import Job, JobRunner
 from iotpki.settings import RevocationPeriodSettings, Settings
 from iotpki.store.revocation import SqlRevocationStore
 
-__all__ = ["RevocationService", "crl_file", "revocation_config"]
+__all__ = ["RevocationService", "crl_file", "partition_file", "revocation_config"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +96,12 @@ def crl_file(home: Path, ca_name: str, kind: CrlKind) -> Path:
     return home / "crl" / f"{ca_name}{suffix}.crl"
 
 
+def partition_file(home: Path, ca_name: str, partition: str, kind: CrlKind) -> Path:
+    """Where a partition's CRL is written in the data directory (its URL path under ``crl/``)."""
+    suffix = "-delta" if kind == "delta" else ""
+    return home / "crl" / ca_name / f"{partition}{suffix}.crl"
+
+
 class RevocationService:
     """CRL and OCSP publication for one server process."""
 
@@ -101,7 +112,16 @@ class RevocationService:
         self.store = SqlRevocationStore(inst.store)
         self.publisher = CrlPublisher(inst.authority, self.store, self.config)
         self.responder = OcspResponder(inst.authority, self.store, self.config)
+        self.partitions = PartitionPublisher(
+            inst.authority,
+            self.store,
+            self.config,
+            delay=_partition_delay(inst.settings),
+            max_bytes=inst.settings.revocation.partition_max_bytes,
+        )
         self._crls: dict[tuple[str, CrlKind], CrlRecord] = {}
+        self._partition_crls: dict[tuple[str, str, CrlKind], CrlRecord] = {}
+        self._indexes: dict[str, bytes] = {}
         self._issuers: set[str] = set()
         self._watched_at: datetime | None = None
         self.runner = JobRunner(
@@ -110,6 +130,15 @@ class RevocationService:
                 Job("crl-publish", 1.0, self.publish_due, exclusive=True),
                 Job("revocation-watch", 1.0, self.watch),
                 Job("ocsp-presign", 1.0, self.presign),
+            ],
+            self.store.exclusive,
+        )
+        # Partitions on a runner of their own: a CA-wide rebuild of a million entries, or a batch
+        # of OCSP pre-signing, must not hold back a revocation's partition.
+        self.partition_runner = JobRunner(
+            [
+                Job("crl-partitions", 0.5, self.make_partitions, exclusive=True),
+                Job("crl-partitions-load", 0.5, self.reload_partitions),
             ],
             self.store.exclusive,
         )
@@ -122,6 +151,7 @@ class RevocationService:
         if action == "certificate.revoked":
             self.responder.invalidate(str(data["ca"]), str(data["serial"]))
             self.runner.wake(("crl-publish", "revocation-watch"))
+            self.partition_runner.wake()
         elif action in ("ca.activated", "ca.created"):
             self.runner.wake(("ocsp-responders",))
 
@@ -135,6 +165,21 @@ class RevocationService:
         """Generate the CRLs that are due (one replica at a time), then publish them here."""
         made = self.publisher.publish_due(self.installation.authority.clock.now())
         self.reload_crls()
+        return made
+
+    def make_partitions(self) -> list[CrlRecord]:
+        """Generate the partition CRLs that are due and drop expired partitions (one replica)."""
+        made: list[CrlRecord] = []
+        for ca_name in self.publisher.signing_cas():
+            now = self.installation.authority.clock.now()
+            self.partitions.expire(ca_name, now)
+            made.extend(self.partitions.publish_due(ca_name, now))
+        return made
+
+    def publish_partitions(self) -> list[CrlRecord]:
+        """Make the partition CRLs that are due, then publish them here."""
+        made = self.make_partitions()
+        self.reload_partitions()
         return made
 
     def watch(self) -> None:
@@ -155,9 +200,11 @@ class RevocationService:
         """Prepare the responders and start the background jobs."""
         self.refresh_responders()
         self.runner.start()
+        self.partition_runner.start()
 
     def stop(self) -> None:
         """Stop the background jobs."""
+        self.partition_runner.stop()
         self.runner.stop()
 
     # -- CRLs ---------------------------------------------------------------------------------
@@ -181,6 +228,44 @@ class RevocationService:
             self._run_command(loaded)
         return loaded
 
+    def reload_partitions(self) -> list[CrlRecord]:
+        """Load partition CRLs newer than those in memory; write them and each CA's index."""
+        loaded: list[CrlRecord] = []
+        for ca_name in self.publisher.signing_cas():
+            records = self.store.partition_crls(ca_name)
+            live = {(r.partition, r.kind) for r in records}
+            changed = False
+            for info in records:
+                assert info.partition is not None
+                key = (ca_name, info.partition, info.kind)
+                held = self._partition_crls.get(key)
+                if held is not None and held.number >= info.number:
+                    continue
+                record = self.store.get_partition_crl(ca_name, info.partition, info.kind)
+                if record is None or record.der is None:
+                    continue
+                self._partition_crls[key] = record
+                path = partition_file(self.installation.home, ca_name, info.partition, info.kind)
+                write_atomically(path, record.der, mode=0o600)
+                loaded.append(record)
+                changed = True
+            for key in [k for k in self._partition_crls if k[0] == ca_name]:
+                if (key[1], key[2]) not in live:  # an expired partition
+                    del self._partition_crls[key]
+                    partition_file(self.installation.home, *key).unlink(missing_ok=True)
+                    changed = True
+            if changed or ca_name not in self._indexes:
+                self._write_index(ca_name, records)
+        if loaded:
+            self._run_command(loaded)
+        return loaded
+
+    def _write_index(self, ca_name: str, records: list[CrlRecord]) -> None:
+        index = partition_index(self.config.public_base_url, ca_name, records)
+        body = json.dumps(index, indent=1, sort_keys=True).encode() + b"\n"
+        self._indexes[ca_name] = body
+        write_atomically(self.installation.home / "crl" / ca_name / "index.json", body, 0o600)
+
     def _write_file(self, record: CrlRecord) -> None:
         assert record.der is not None
         path = crl_file(self.installation.home, record.ca_name, record.kind)
@@ -192,9 +277,7 @@ class RevocationService:
             return
         env = {
             **(os.environ if self.command_env is None else self.command_env),
-            "IOTPKI_CRL_FILES": " ".join(
-                str(crl_file(self.installation.home, r.ca_name, r.kind)) for r in records
-            ),
+            "IOTPKI_CRL_FILES": " ".join(str(self._file_of(r)) for r in records),
         }
         try:
             done = subprocess.run(
@@ -210,7 +293,21 @@ class RevocationService:
                 done.stderr.decode(errors="replace")[-500:],
             )
 
+    def _file_of(self, record: CrlRecord) -> Path:
+        home = self.installation.home
+        if record.partition is None:
+            return crl_file(home, record.ca_name, record.kind)
+        return partition_file(home, record.ca_name, record.partition, record.kind)
+
     # -- what the routes ask (``protocols.crl.CrlSource``) -----------------------------------
+
+    def partition_crl(self, ca_name: str, partition: str, kind: CrlKind) -> CrlRecord | None:
+        """A partition's CRL held in memory (loaded by the jobs)."""
+        return self._partition_crls.get((ca_name, partition, kind))
+
+    def partition_index_json(self, ca_name: str) -> bytes | None:
+        """The CA's partition index document held in memory."""
+        return self._indexes.get(ca_name)
 
     def cached_crl(self, ca_name: str, kind: CrlKind) -> CrlRecord | None:
         """The CRL held in memory."""
@@ -236,3 +333,10 @@ class RevocationService:
     def now(self) -> datetime:
         """The authority's clock."""
         return self.installation.authority.clock.now()
+
+
+def _partition_delay(settings: Settings) -> timedelta:
+    try:
+        return parse_duration(settings.revocation.partition_delay)
+    except (ValueError, ConfigError) as exc:
+        raise ConfigError(f"setting revocation.partition_delay: {exc}") from exc

@@ -114,6 +114,13 @@ _TEMPLATE = """\
 # ocsp_presign_limit = 100000
 # ocsp_max_certs = 16
 # ocsp_max_nonce = 32
+# CRL partitions: a new certificate names the partition of its expiry window (days; 0 names the
+# CA-wide CRL instead) and serial bucket; a revocation reaches its partition after the delay; a
+# partition CRL larger than partition_max_bytes is logged (raise the buckets for new windows).
+# partition_window_days = 7
+# partition_buckets = 4
+# partition_delay = "1s"
+# partition_max_bytes = 5000000
 
 # Periods of one CA, overriding those above.
 # [revocation.cas.issuing]  # example

@@ -31,6 +31,7 @@ __all__ = [
     "cas",
     "certificates",
     "crl_numbers",
+    "crl_partitions",
     "crls",
     "devices",
     "enrollment_approvals",
@@ -109,6 +110,7 @@ certificates = Table(
     Column("invalidity_date", UTCDateTime),
     Column("issued_at", UTCDateTime),
     Column("lint_status", String(8)),
+    Column("crl_partition", String(32)),  # migration revocation_0003; None: the CA-wide CRL
     UniqueConstraint("ca_name", "serial", name="uq_certificates_ca_serial"),
     Index("ix_certificates_serial", "serial"),
     Index("ix_certificates_device", "device_id"),
@@ -362,6 +364,22 @@ crls = Table(
     Column("der", LargeBinary, nullable=False),
 )
 
+# The latest complete and delta CRL of each partition (migration revocation_0003).
+crl_partitions = Table(
+    "crl_partitions",
+    metadata,
+    Column("ca_name", String(64), primary_key=True),
+    Column("partition", String(32), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("number", BigInteger, nullable=False),
+    Column("base_number", BigInteger),
+    Column("this_update", UTCDateTime, nullable=False),
+    Column("next_update", UTCDateTime, nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("der", LargeBinary, nullable=False),
+)
+
 # -- SCEP (migration scep_0001) ------------------------------------------------------------------
 
 scep_challenges = Table(
@@ -552,6 +570,23 @@ Index(
     sqlite_where=certificates.c.status == "revoked",
     postgresql_where=certificates.c.status == "revoked",
 )
+
+# A partition's CRL reads its revoked certificates from this index alone; the publisher learns
+# the partitions of new certificates through the second (migration revocation_0003).
+Index(
+    "ix_certificates_crl_partition",
+    certificates.c.ca_name,
+    certificates.c.crl_partition,
+    certificates.c.not_after,
+    certificates.c.serial,
+    certificates.c.revoked_at,
+    certificates.c.revocation_reason,
+    certificates.c.invalidity_date,
+    certificates.c.status,  # so that SQLite reads the partition from the index alone
+    sqlite_where=certificates.c.status == "revoked",
+    postgresql_where=certificates.c.status == "revoked",
+)
+Index("ix_certificates_partition", certificates.c.ca_name, certificates.c.crl_partition)
 
 # -- the inventory's device-ID prefix page (migration monitoring_0003) ---------------------------
 

@@ -85,7 +85,7 @@ _RAW_INSERT_DEVICE = _Raw(
 )
 _CERTIFICATE_COLUMNS = (
     "ca_name, serial, profile, device_id, subject, sans, not_before, not_after, "
-    "key_fingerprint, key_algorithm, der, status, issued_at, lint_status"
+    "key_fingerprint, key_algorithm, der, status, issued_at, lint_status, crl_partition"
 )
 _RAW_INSERT_CERTIFICATE = _Raw(
     f"INSERT INTO certificates ({_CERTIFICATE_COLUMNS}) VALUES ("
@@ -142,6 +142,7 @@ def _certificate(row: Row[Any]) -> CertificateRecord:
         invalidity_date=row.invalidity_date,
         issued_at=row.issued_at,
         lint_status=row.lint_status,
+        crl_partition=row.crl_partition,
     )
 
 
@@ -226,6 +227,7 @@ class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql, AuthSql, AbuseSql):
                 "status": str(record.status),
                 "issued_at": self._time(record.issued_at),
                 "lint_status": record.lint_status,
+                "crl_partition": record.crl_partition,
             },
         )
 

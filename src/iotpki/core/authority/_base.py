@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from iotpki.core import policy
 from iotpki.core.keyquality import KeyBlocklist
 from iotpki.core.models import CARecord, CertificateRecord, KeyAlgorithm
+from iotpki.core.partitions import PartitionScheme, partition_extensions
 from iotpki.core.ports import Clock, KeyBackend, Linter, Store, StoreTransaction, SystemClock
 from iotpki.errors import ConfigError, NotFound
 
@@ -48,6 +49,7 @@ class AuthorityConfig:
     organization: str | None = None
     key_blocklist: KeyBlocklist | None = None  # e.g. the Debian weak keys (CVE-2008-0166)
     refusal_window: timedelta = timedelta(seconds=60)  # anonymous refusals fold per window
+    crl_partitions: PartitionScheme | None = None  # None: certificates name the CA-wide CRL
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +74,23 @@ class SigningCA:
 
 
 def tbs_builder(
-    signing: SigningCA, public_key: CertificatePublicKeyTypes, decision: policy.Decision
+    signing: SigningCA,
+    public_key: CertificatePublicKeyTypes,
+    decision: policy.Decision,
+    config: AuthorityConfig,
 ) -> x509.CertificateBuilder:
-    """The to-be-signed certificate ``signing`` would issue for this key and decision."""
+    """The to-be-signed certificate ``signing`` would issue for this key and decision.
+
+    Its CRL distribution point and freshestCRL name the certificate's partition, fixed here.
+    """
     ca_cert = signing.certificate
+    serial = x509.random_serial_number()
     builder = (
         x509.CertificateBuilder()
         .subject_name(decision.subject)
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial)
         .not_valid_before(decision.not_before)
         .not_valid_after(decision.not_after)
     )
@@ -90,7 +99,14 @@ def tbs_builder(
     builder = builder.add_extension(
         x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
     )
-    for extension in signing.issuer_extensions:
+    for extension in partition_extensions(
+        signing.issuer_extensions,
+        config.crl_partitions,
+        base_url=config.public_base_url,
+        ca_name=signing.record.name,
+        serial=serial,
+        not_after=decision.not_after,
+    ):
         builder = builder.add_extension(extension, critical=False)
     return builder
 

@@ -27,6 +27,7 @@ from iotpki.core.models import (
     KeyAlgorithm,
     KeyAttestation,
 )
+from iotpki.core.partitions import certificate_partition
 from iotpki.core.ports import StoreTransaction
 from iotpki.errors import AttestationRejected, BadSignature, Conflict, KeyRejected, PolicyViolation
 
@@ -263,7 +264,7 @@ class Issuance(CertificateAuthorities, Lint):
             raise KeyRejected(
                 "this key is on the weak-key blocklist", key=key_fingerprint(public_key)
             )
-        builder = tbs_builder(signing, public_key, decision)
+        builder = tbs_builder(signing, public_key, decision, self._config)
         if lint is not None:
             self._pre_issuance_lint(lint, signing, builder)
         return builder.sign(signing.signer, signature_hash(signing.signer))
@@ -297,6 +298,7 @@ class Issuance(CertificateAuthorities, Lint):
             key_algorithm=str(algorithm_of(public_key) or "other"),
             der=cert.public_bytes(DER),
             issued_at=now,
+            crl_partition=certificate_partition(cert),
         )
         with self._store.transaction() as tx:
             _check_key_reuse(tx, fingerprint, decision.device_id, record.subject)

@@ -63,7 +63,9 @@ class Lint(AuthorityBase):
         key = (profile.name, signing.record.name)
         if self._linter is None or key in self._templates_checked:
             return
-        sample = tbs_builder(signing, *policy.template_request(profile, self._clock.now()))
+        sample = tbs_builder(
+            signing, *policy.template_request(profile, self._clock.now()), self._config
+        )
         errors = self._lint_findings(signing, sample)
         if errors:
             raise ConfigError(
