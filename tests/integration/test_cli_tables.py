@@ -72,6 +72,10 @@ def test_tables_fit_80_columns_without_cutting(home: Path, command: tuple[str, .
     out = _ok(home, *command)
     assert "\u2026" not in out and "..." not in out
     assert max(len(line) for line in out.splitlines()) <= 80
+    if command[:2] != ("ca", "show"):  # a table, not name/value details
+        header = out.splitlines()[0].split()
+        wide = _ok(home, *command, "--wide", columns=400).splitlines()[0].split()
+        assert set(header) <= set(wide)  # no header cut short (nor any value beneath it)
 
 
 def test_cert_list_at_80_columns_keeps_what_matters_whole(home: Path) -> None:

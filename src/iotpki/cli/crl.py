@@ -50,13 +50,18 @@ _COLUMNS = (
     Column("partition", "partition"),
     Column("kind", "kind"),
     Column("number", "number"),
-    Column("base", "base"),
     Column("thisUpdate", "this_update", short=(short_time, short_date)),
     Column("nextUpdate", "next_update", short=(short_time, short_date)),
     Column("entries", "entries"),
     Column("bytes", "bytes"),
+)
+_WIDE_COLUMNS = (
+    *_COLUMNS[:4],
+    Column("base", "base"),
+    *_COLUMNS[4:],
     Column("file", "file", wrap=True),
 )
+"""The base CRL number and the file: with ``--wide`` (and always in ``--json``)."""
 
 
 def _records(
@@ -126,7 +131,8 @@ def show(
         return
     rows = [(n, k, service.store.get_crl(n, k, with_der=False)) for n in names for k in _KINDS]
     rows += [(n, r.kind, r) for n in names for r in service.store.partition_crls(n)]
-    print_records(_records(rows, inst), _COLUMNS, wide=wide, as_json=as_json)
+    columns = _WIDE_COLUMNS if wide else _COLUMNS
+    print_records(_records(rows, inst), columns, wide=wide, as_json=as_json)
 
 
 @app.command("publish")

@@ -171,9 +171,11 @@ def print_records(
     else:
         cells = _fitted(records, columns, console.width)
         out = console
+    # still too wide once shortened: every column folds, so that nothing is silently cropped
+    crowded = not wide and _needed(cells, columns) > out.width
     table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
     for column in columns:
-        table.add_column(column.header, no_wrap=not column.wrap, overflow="fold")
+        table.add_column(column.header, no_wrap=not (column.wrap or crowded), overflow="fold")
     for record, row in zip(records, cells, strict=True):
         table.add_row(
             *(
