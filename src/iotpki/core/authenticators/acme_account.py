@@ -1,20 +1,23 @@
-"""An ACME account finalizing its order (RFC 8555 section 7.4).
+"""An ACME account ordering (RFC 8555 section 7.4) and finalizing its order.
 
-The account (its status and the policy its external account binding gave it), the order's
-identifiers and those of its valid authorizations, and the names the CSR asks for go in; the
-device the identifiers name (draft-ietf-acme-device-attest: ``permanent-identifier``,
-``hardware-module``), or none for DNS and IP names, and the order's profile come out. The ACME
-adapter turns a refusal into its problem document and audits it in its one error mapper.
+At newOrder the account's external account binding picks the profile and may refuse a device.
+At finalize the account's status, the order's identifiers and those of its valid
+authorizations, and the names the CSR asks for go in; the device the identifiers name
+(draft-ietf-acme-device-attest: ``permanent-identifier``, ``hardware-module``), or none for DNS
+and IP names, and the order's profile come out. The ACME adapter turns a refusal into its
+problem document and audits it in its one error mapper.
 """
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from iotpki.core.acme_ports import Identifier
+from iotpki.core.acme_ports import AcmeAccount, Identifier
 from iotpki.core.attestation import check_csr_key
 from iotpki.core.authenticators.model import Authorization, Context
 from iotpki.core.models import EnrollMethod
@@ -48,6 +51,24 @@ class AcmeAccountAuthenticator:
     def claimed(self, credentials: AcmeAccountOrder) -> str:
         """The account's id."""
         return credentials.account_id
+
+    def order_profile(
+        self, account: AcmeAccount, identifiers: Sequence[Identifier], attestable: bool
+    ) -> str:
+        """newOrder: the profile the account's EAB binding gives these identifiers, refused when
+        its device policy does not cover the device they name (``attestable``: device-attest-01
+        will prove the device, enough when the binding sets no device policy)."""
+        device = next((v for t, v in identifiers if t in DEVICE_IDENTIFIERS), None)
+        if device is None:
+            return account.profile
+        patterns = account.device_patterns
+        if not any(fnmatch.fnmatchcase(device, p) for p in patterns) and (
+            patterns or not attestable
+        ):
+            raise PolicyViolation(
+                f"the account's external account binding does not cover device {device}"
+            )
+        return account.device_profile
 
     def authorize(self, credentials: AcmeAccountOrder, context: Context) -> Authorization:
         """The device the order names (None for DNS/IP names), with the order's profile."""

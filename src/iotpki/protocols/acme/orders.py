@@ -34,7 +34,7 @@ from iotpki.core.encoding import pem
 from iotpki.core.models import CAStatus, CertificateRecord, CertStatus
 from iotpki.core.ports import StoreTransaction
 from iotpki.errors import Conflict, IotpkiError, PolicyViolation
-from iotpki.protocols.acme import device_attest, eab, jws, messages
+from iotpki.protocols.acme import device_attest, jws, messages
 from iotpki.protocols.acme.context import AcmeContext, new_id
 from iotpki.protocols.acme.problems import AcmeProblem, from_error
 
@@ -134,21 +134,12 @@ def new_order(
             "malformed", "notBefore and notAfter are not supported: the profile sets lifetimes"
         )
     replaces = _check_replaces(tx, account, payload.get("replaces"))
-    devices = [(t, v) for t, v in identifiers if t in DEVICE_IDENTIFIERS]
-    if devices:
-        kind, device = devices[0]
-        # With device-attest-01 the TPM proves the device; an EAB device policy still narrows it.
-        attested = bool(device_attest.challenge_types(ctx, kind))
-        if not eab.allows_device(account.device_patterns, device) and not (
-            attested and not account.device_patterns
-        ):
-            raise AcmeProblem(
-                "rejectedIdentifier",
-                f"the account's external account binding does not cover device {device}",
-            )
-        profile = account.device_profile
-    else:
-        profile = account.profile
+    kinds = [t for t, _ in identifiers if t in DEVICE_IDENTIFIERS]
+    attestable = bool(kinds) and bool(device_attest.challenge_types(ctx, kinds[0]))
+    try:
+        profile = _AUTHENTICATOR.order_profile(account, identifiers, attestable)
+    except IotpkiError as exc:
+        raise from_error(exc) from exc
     _rate_limit(ctx, account, identifiers)
     now = ctx.now()
     order_id = new_id()

@@ -1,13 +1,15 @@
-"""The ACME account authenticator: an account finalizing an order its authorizations cover."""
+"""The ACME account authenticator: the profile of a new order, and an account finalizing an
+order its authorizations cover."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from iotpki.core.acme_ports import Identifier
+from iotpki.core.acme_ports import AcmeAccount, Identifier
 from iotpki.core.authenticators import AcmeAccountAuthenticator, AcmeAccountOrder, Context
 from iotpki.core.models import EnrollMethod
 from iotpki.errors import AttestationRejected, AuthError, Forbidden, PolicyViolation
@@ -97,3 +99,37 @@ def test_a_common_name_outside_the_order_is_refused() -> None:
     order = _order(requested={*WEB, ("cn", "c.example")})
     with pytest.raises(PolicyViolation, match="commonName is not one of the order's"):
         AcmeAccountAuthenticator().authorize(order, ACME)
+
+
+def _account(patterns: tuple[str, ...] = ()) -> AcmeAccount:
+    return AcmeAccount(
+        account_id="acct-1",
+        thumbprint="t",
+        jwk="{}",
+        status="valid",
+        contacts=(),
+        terms_agreed=True,
+        eab_key_id="kid-1",
+        tenant=None,
+        profile="tls-server",
+        device_profile="device",
+        device_patterns=patterns,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_the_binding_gives_names_its_profile_and_devices_theirs() -> None:
+    order_profile = AcmeAccountAuthenticator().order_profile
+    assert order_profile(_account(), WEB, attestable=False) == "tls-server"
+    assert order_profile(_account(("dev-*",)), DEVICE, attestable=False) == "device"
+    assert order_profile(_account(), DEVICE, attestable=True) == "device"
+
+
+@pytest.mark.parametrize(
+    ("patterns", "attestable"), [((), False), (("sensor-*",), False), (("sensor-*",), True)]
+)
+def test_a_device_outside_the_binding_is_refused(
+    patterns: tuple[str, ...], attestable: bool
+) -> None:
+    with pytest.raises(PolicyViolation, match="does not cover device dev-9"):
+        AcmeAccountAuthenticator().order_profile(_account(patterns), DEVICE, attestable)
