@@ -66,7 +66,7 @@ Credentials = OneTimeSecret | BootstrapCertificate | CurrentCertificate | ScepCh
 class Context:
     """Where a request came from and what it addresses."""
 
-    protocol: str  # the adapter: "est", "scep"; the prefix of its audit actions
+    protocol: str  # the adapter: "est", "scep", "acme"; the prefix of its audit actions
     source: str = "unknown"  # the client's address: refusals fold per source
     ca: str | None = None  # the CA the request is addressed to, when the protocol says
     transaction_id: str | None = None  # the protocol's transaction, when it has one
