@@ -369,11 +369,11 @@ class Enrollment:
         fingerprint = hashlib.sha256(csr.public_bytes(_DER)).hexdigest()
         now = self._now()
         with self._store.transaction() as tx:
-            record = tx.find_approval(authorization.device_id, fingerprint)
+            record = tx.find_approval(authorization.device, fingerprint)
             if record is None or record.status == "issued":
                 record = ApprovalRecord(
                     request_id=secrets.token_hex(8),
-                    device_id=authorization.device_id,
+                    device_id=authorization.device,
                     method=authorization.method,
                     profile=profile,
                     ca_name=ca,
@@ -421,7 +421,7 @@ class Enrollment:
                 now,
                 authorization.actor,
                 f"{authorization.protocol}.enrolled",
-                authorization.device_id,
+                authorization.device,
                 data,
             )
 

@@ -139,6 +139,7 @@ class EnrollMethod(enum.StrEnum):
     IDEVID = "idevid"
     CURRENT = "reenroll"
     CHALLENGE = "challenge"
+    ACME = "acme"  # an ACME account with valid authorizations for its order
 
 
 class ApprovalStatus(enum.StrEnum):

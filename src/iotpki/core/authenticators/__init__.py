@@ -2,11 +2,17 @@
 
 One file per method (step-ca's provisioners are the model): ``secret`` (one-time enrollment
 secret), ``bootstrap`` (IDevID from a registered bootstrap CA), ``current`` (the device's
-current certificate), ``scep_challenge`` (SCEP challenge password). :class:`Authenticators`
+current certificate), ``scep_challenge`` (SCEP challenge password), ``acme_account`` (an
+ACME account finalizing an order its authorizations cover). :class:`Authenticators`
 dispatches, audits refusals and consumes one-time credentials inside the issuing transaction.
 A protocol adapter turns its request into :data:`Credentials` and a :class:`Context`.
 """
 
+from iotpki.core.authenticators.acme_account import (
+    DEVICE_IDENTIFIERS,
+    AcmeAccountAuthenticator,
+    AcmeAccountOrder,
+)
 from iotpki.core.authenticators.bootstrap import idevid_identity
 from iotpki.core.authenticators.entry import Authenticators, consume
 from iotpki.core.authenticators.model import (
@@ -23,6 +29,9 @@ from iotpki.core.authenticators.model import (
 from iotpki.core.authenticators.secret import SecretLimits, check_active, secret_hash
 
 __all__ = [
+    "DEVICE_IDENTIFIERS",
+    "AcmeAccountAuthenticator",
+    "AcmeAccountOrder",
     "Authenticator",
     "Authenticators",
     "Authorization",

@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 from cryptography import x509
 
 from iotpki.core.models import CertificateRecord, EnrollMethod
+from iotpki.errors import AuthError
 
 __all__ = [
     "Authenticator",
@@ -65,7 +66,7 @@ Credentials = OneTimeSecret | BootstrapCertificate | CurrentCertificate | ScepCh
 class Context:
     """Where a request came from and what it addresses."""
 
-    protocol: str  # the adapter: "est", "scep"; the prefix of its audit actions
+    protocol: str  # the adapter: "est", "scep", "acme"; the prefix of its audit actions
     source: str = "unknown"  # the client's address: refusals fold per source
     ca: str | None = None  # the CA the request is addressed to, when the protocol says
     transaction_id: str | None = None  # the protocol's transaction, when it has one
@@ -83,9 +84,10 @@ class CredentialUse:
 
 @dataclass(frozen=True, slots=True)
 class Authorization:
-    """An authenticated device and what its credential allows."""
+    """An authenticated device (None for an ACME order of DNS or IP names) and what its
+    credential allows."""
 
-    device_id: str
+    device_id: str | None
     method: EnrollMethod
     protocol: str
     profile: str | None = None  # the profile the credential is bound to, if any
@@ -94,6 +96,13 @@ class Authorization:
     use: CredentialUse | None = None
     bootstrap_ca: str | None = None
     current: CertificateRecord | None = None  # the certificate a renewal replaces
+
+    @property
+    def device(self) -> str:
+        """The device id, for a method that always names a device (EST, SCEP)."""
+        if self.device_id is None:
+            raise AuthError(f"a {self.method} authorization names no device")
+        return self.device_id
 
     @property
     def actor(self) -> str:

@@ -20,17 +20,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from iotpki.core.acme_ports import AcmeAuthorization, AcmeChallenge, AcmeOrder, AcmeTransaction
 from iotpki.core.attestation import (
     AttestedKey,
-    check_csr_key,
     parse_attestation_object,
     verify_tpm_statement,
 )
+from iotpki.core.authenticators.acme_account import DEVICE_IDENTIFIERS
 from iotpki.core.keytypes import key_fingerprint
 from iotpki.core.models import KeyAttestation
 from iotpki.errors import AttestationRejected
@@ -44,13 +44,12 @@ __all__ = [
     "DEVICE_IDENTIFIERS",
     "answer",
     "challenge_types",
-    "finalize_attestation",
+    "order_attestation",
     "precheck",
     "validate",
 ]
 
 CHALLENGE_TYPE = "device-attest-01"
-DEVICE_IDENTIFIERS = frozenset({"permanent-identifier", "hardware-module"})
 _MAX_ATT_OBJ = 32 * 1024
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -191,20 +190,16 @@ def _challenge_json(ctx: AcmeContext, challenge: AcmeChallenge, base: str) -> di
     return messages.challenge_json(current, base)
 
 
-def finalize_attestation(
-    tx: AcmeTransaction, order: AcmeOrder, csr: x509.CertificateSigningRequest
-) -> KeyAttestation | None:
-    """At finalize: the attestation of the order, after checking the CSR carries the attested
-    key (section 5); None for an order without device-attest-01 (only device identifiers
-    are attested)."""
+def order_attestation(
+    tx: AcmeTransaction, order: AcmeOrder
+) -> tuple[CertificatePublicKeyTypes, KeyAttestation] | None:
+    """At finalize: the key the TPM attested for the order and its attestation record (the
+    authenticator checks that the CSR carries that key, section 5); None for an order without
+    device-attest-01 (only device identifiers are attested)."""
     if not any(kind in DEVICE_IDENTIFIERS for kind, _ in order.identifiers):
         return None
     attested = tx.order_attestations(order.order_id)
     if not attested:
         return None
     spki, record = attested[0]  # one device identifier per order
-    try:
-        check_csr_key(serialization.load_der_public_key(spki), csr)  # type: ignore[arg-type]
-    except AttestationRejected as exc:
-        raise AcmeProblem("badCSR", exc.message) from exc
-    return record
+    return serialization.load_der_public_key(spki), record  # type: ignore[return-value]

@@ -4,7 +4,6 @@ that tie a new ACME account to a tenant, its profiles and the device serials it 
 
 from __future__ import annotations
 
-import fnmatch
 import secrets
 from collections.abc import Collection
 from datetime import datetime, timedelta
@@ -16,7 +15,7 @@ from iotpki.protocols.acme import jws
 from iotpki.protocols.acme.context import AcmeContext
 from iotpki.protocols.acme.problems import AcmeProblem
 
-__all__ = ["allows_device", "check_binding", "create", "credential_json", "revoke"]
+__all__ = ["check_binding", "create", "credential_json", "revoke"]
 
 
 def create(
@@ -133,8 +132,3 @@ def check_binding(
     if jws.thumbprint(bound) != thumbprint:
         raise AcmeProblem("unauthorized", "the EAB binds another key than the account's")
     return credential
-
-
-def allows_device(patterns: tuple[str, ...], device_id: str) -> bool:
-    """Whether an account's EAB policy lets it order this device serial."""
-    return any(fnmatch.fnmatchcase(device_id, pattern) for pattern in patterns)

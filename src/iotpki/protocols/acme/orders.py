@@ -22,13 +22,19 @@ from iotpki.core.acme_ports import (
     AcmeTransaction,
     Identifier,
 )
+from iotpki.core.authenticators import (
+    DEVICE_IDENTIFIERS,
+    AcmeAccountAuthenticator,
+    AcmeAccountOrder,
+    Context,
+)
 from iotpki.core.authority import serial_hex
 from iotpki.core.csr import decode_csr
 from iotpki.core.encoding import pem
 from iotpki.core.models import CAStatus, CertificateRecord, CertStatus
 from iotpki.core.ports import StoreTransaction
 from iotpki.errors import Conflict, IotpkiError, PolicyViolation
-from iotpki.protocols.acme import device_attest, eab, jws, messages
+from iotpki.protocols.acme import device_attest, jws, messages
 from iotpki.protocols.acme.context import AcmeContext, new_id
 from iotpki.protocols.acme.problems import AcmeProblem, from_error
 
@@ -43,6 +49,9 @@ __all__ = [
 ]
 
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+_AUTHENTICATOR = AcmeAccountAuthenticator()
+_ACME = Context("acme")
 
 Deferred = Callable[[], dict[str, Any] | None]
 """Work a handler leaves for after its transaction: a call on the authority, which commits
@@ -125,21 +134,12 @@ def new_order(
             "malformed", "notBefore and notAfter are not supported: the profile sets lifetimes"
         )
     replaces = _check_replaces(tx, account, payload.get("replaces"))
-    devices = [(t, v) for t, v in identifiers if t in device_attest.DEVICE_IDENTIFIERS]
-    if devices:
-        kind, device = devices[0]
-        # With device-attest-01 the TPM proves the device; an EAB device policy still narrows it.
-        attested = bool(device_attest.challenge_types(ctx, kind))
-        if not eab.allows_device(account.device_patterns, device) and not (
-            attested and not account.device_patterns
-        ):
-            raise AcmeProblem(
-                "rejectedIdentifier",
-                f"the account's external account binding does not cover device {device}",
-            )
-        profile = account.device_profile
-    else:
-        profile = account.profile
+    kinds = [t for t, _ in identifiers if t in DEVICE_IDENTIFIERS]
+    attestable = bool(kinds) and bool(device_attest.challenge_types(ctx, kinds[0]))
+    try:
+        profile = _AUTHENTICATOR.order_profile(account, identifiers, attestable)
+    except IotpkiError as exc:
+        raise from_error(exc) from exc
     _rate_limit(ctx, account, identifiers)
     now = ctx.now()
     order_id = new_id()
@@ -231,33 +231,6 @@ def _rate_limit(ctx: AcmeContext, account: AcmeAccount, identifiers: list[Identi
         )
 
 
-def _check_csr_names(order: AcmeOrder, csr: x509.CertificateSigningRequest) -> str | None:
-    """Section 7.4: the CSR asks for exactly the order's identifiers; returns a device id."""
-    names = messages.csr_identifiers(csr)
-    common_names = {v for t, v in names if t == "cn"}
-    requested = {n for n in names if n[0] != "cn"}
-    wanted = set(order.identifiers)
-    devices = [v for t, v in wanted if t in device_attest.DEVICE_IDENTIFIERS]
-    if devices:
-        device = devices[0]
-        if requested or common_names - {device}:
-            raise AcmeProblem("badCSR", f"the CSR must name only device {device}")
-        return device
-    if requested != wanted:
-        extra = sorted(f"{t}:{v}" for t, v in requested - wanted)
-        missing = sorted(f"{t}:{v}" for t, v in wanted - requested)
-        raise AcmeProblem(
-            "badCSR",
-            "the CSR's names differ from the order's identifiers"
-            + (f"; not in the order: {', '.join(extra)}" if extra else "")
-            + (f"; missing: {', '.join(missing)}" if missing else ""),
-        )
-    values = {v for _, v in wanted}
-    if common_names - values:
-        raise AcmeProblem("badCSR", "the CSR's commonName is not one of the order's identifiers")
-    return None
-
-
 def finalize(
     ctx: AcmeContext,
     tx: AcmeTransaction,
@@ -286,9 +259,23 @@ def finalize(
         csr = decode_csr(jws.b64url_decode(csr_text))
     except (IotpkiError, AcmeProblem) as exc:
         raise AcmeProblem("badCSR", f"the CSR does not parse: {exc}") from exc
-    device = _check_csr_names(order, csr)
-    attestation = device_attest.finalize_attestation(tx, order, csr)
-    authz_ids = [a.authz_id for a in tx.order_authorizations(order_id)]
+    authzs = tx.order_authorizations(order_id)
+    attested = device_attest.order_attestation(tx, order)
+    credentials = AcmeAccountOrder(
+        account_id=account.account_id,
+        account_status=account.status,
+        profile=order.profile,
+        identifiers=order.identifiers,
+        authorized=frozenset(a.identifier for a in authzs if a.status == "valid"),
+        requested=frozenset(messages.csr_identifiers(csr)),
+        csr=csr,
+        attested_key=attested[0] if attested else None,
+    )
+    try:
+        authorization = _AUTHENTICATOR.authorize(credentials, _ACME)
+    except IotpkiError as exc:
+        raise from_error(exc, during="csr") from exc
+    authz_ids = [a.authz_id for a in authzs]
     actor = f"acme:{account.account_id}"
 
     def complete(store_tx: StoreTransaction, record: CertificateRecord) -> None:
@@ -313,10 +300,10 @@ def finalize(
         try:
             issued = ctx.authority.issue(
                 csr,
-                profile=order.profile,
+                profile=authorization.profile or order.profile,
                 actor=actor,
-                device_id=device,
-                attestation=attestation,
+                device_id=authorization.device_id,
+                attestation=attested[1] if attested else None,
                 within=complete,
             )
         except IotpkiError as exc:
