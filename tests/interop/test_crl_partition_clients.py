@@ -4,60 +4,17 @@ GnuTLS ``certtool --verify-crl`` with the partition CRLs a real server publishes
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from iotpki.core.encoding import pem
-from iotpki.core.models import RevocationReason
-from iotpki.server import Service, build_http_app
-from iotpki.services.installation import Installation
-
-from conftest import device_csr, make_installation
+from revocationkit import RevocationServer as Server
+from revocationkit import revocation_server, wait_for
 
 pytestmark = pytest.mark.interop
-
-_PEM = serialization.Encoding.PEM
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    inst: Installation
-    url: str
-    dir: Path
-
-    def issue(self, name: str) -> tuple[x509.Certificate, Path]:
-        issued = self.inst.authority.issue(device_csr(name), profile="device", actor="test")
-        path = self.dir / f"{name}.pem"
-        path.write_bytes(issued.certificate.public_bytes(_PEM))
-        return issued.certificate, path
-
-    def revoke(self, cert: x509.Certificate) -> None:
-        self.inst.authority.revoke(
-            format(cert.serial_number, "x"), reason=RevocationReason.KEY_COMPROMISE, actor="test"
-        )
-
-    def fetch(self, url: str, name: str) -> Path:
-        """Fetch a CRL over HTTP with curl, as PEM (what openssl and certtool read)."""
-        der = subprocess.run(["curl", "-sf", url], capture_output=True, check=True).stdout
-        path = self.dir / f"{name}.crl.pem"
-        path.write_bytes(x509.load_der_x509_crl(der).public_bytes(_PEM))
-        return path
 
 
 def _cdp(cert: x509.Certificate, cls: type[x509.CRLDistributionPoints | x509.FreshestCRL]) -> str:
@@ -68,46 +25,8 @@ def _cdp(cert: x509.Certificate, cls: type[x509.CRLDistributionPoints | x509.Fre
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    base = tmp_path_factory.mktemp("partitions")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    inst = make_installation(base / "home", public_base_url=url)
-    service = Service(inst)
-    config = uvicorn.Config(
-        build_http_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    listener = uvicorn.Server(config)
-    thread = threading.Thread(target=listener.run, daemon=True)
-    service.revocation.start()
-    thread.start()
-    while not listener.started:
-        time.sleep(0.02)
-    work = base / "files"
-    work.mkdir()
-    chain = inst.authority.chain("issuing")
-    (work / "issuing.pem").write_bytes(chain[0].public_bytes(_PEM))
-    (work / "root.pem").write_bytes(chain[1].public_bytes(_PEM))
-    (work / "chain.pem").write_bytes(pem(chain))
-    try:
-        yield Server(inst, url, work)
-    finally:
-        listener.should_exit = True
-        thread.join(timeout=10)
-        service.revocation.stop()
-        inst.close()
-
-
-def _wait_for(condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-    """Poll a condition the server's background jobs make true (bounded, not a timing check)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except subprocess.CalledProcessError:
-            pass  # not published yet
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {limit} s")
+    with revocation_server(tmp_path_factory.mktemp("partitions")) as running:
+        yield running
 
 
 def _verify(server: Server, mode: str, crls: list[Path], cert: Path, *extra: str) -> str:
@@ -140,7 +59,7 @@ def test_openssl_verify_with_partition_crls(server: Server) -> None:
         crl = x509.load_pem_x509_crl(server.fetch(bad_url, "bad-partition").read_bytes())
         return crl.get_revoked_certificate_by_serial_number(bad.serial_number) is not None
 
-    _wait_for(listed, "the partition CRL listing the revoked certificate")
+    wait_for(listed, "the partition CRL listing the revoked certificate")
     good_crl = server.fetch(_cdp(good, x509.CRLDistributionPoints), "good-partition")
     bad_crl = server.fetch(bad_url, "bad-partition")
     root_crl = server.fetch(f"{server.url}/crl/root.crl", "root")
@@ -160,7 +79,7 @@ def test_openssl_rejects_a_partition_crl_whose_idp_is_not_the_cdp(server: Server
         server.fetch(_cdp(good, x509.CRLDistributionPoints), "own-partition")
         return True
 
-    _wait_for(published, "both partition CRLs")
+    wait_for(published, "both partition CRLs")
     other_crl = server.fetch(_cdp(other, x509.CRLDistributionPoints), "other-partition")
     own_crl = server.fetch(_cdp(good, x509.CRLDistributionPoints), "own-partition")
     wrong = _verify(server, "-crl_check", [other_crl], good_path)
@@ -179,14 +98,14 @@ def test_openssl_use_deltas_with_a_partition_delta(server: Server) -> None:
         server.fetch(delta_url, "bad-delta")
         return True
 
-    _wait_for(published, "the partition's delta CRL")
+    wait_for(published, "the partition's delta CRL")
     server.revoke(bad)
 
     def listed() -> bool:
         crl = x509.load_pem_x509_crl(server.fetch(full_url, "bad-full").read_bytes())
         return crl.get_revoked_certificate_by_serial_number(bad.serial_number) is not None
 
-    _wait_for(listed, "the partition CRL listing the revoked certificate")
+    wait_for(listed, "the partition CRL listing the revoked certificate")
     crls = [
         server.fetch(full_url, "bad-full"),
         server.fetch(delta_url, "bad-delta"),
@@ -209,7 +128,7 @@ def test_gnutls_certtool_verifies_partition_crls(server: Server) -> None:
         crl = x509.load_pem_x509_crl(server.fetch(url, "gnutls").read_bytes())
         return crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
 
-    _wait_for(listed, "the partition CRL listing the revoked certificate")
+    wait_for(listed, "the partition CRL listing the revoked certificate")
     for path in (
         server.fetch(url, "gnutls"),
         server.fetch(url.removesuffix(".crl") + "-delta.crl", "gnutls-delta"),

@@ -5,112 +5,30 @@ from __future__ import annotations
 
 import base64
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import uvicorn
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from iotpki.core.encoding import pem
-from iotpki.core.models import RevocationReason
-from iotpki.server import Service, build_http_app
-from iotpki.services.installation import Installation
-
-from conftest import device_csr, make_installation
+from revocationkit import PEM as _PEM
+from revocationkit import RevocationServer as Server
+from revocationkit import revocation_server, wait_for
 
 pytestmark = pytest.mark.interop
-
-_PEM = serialization.Encoding.PEM
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    inst: Installation
-    service: Service
-    url: str
-    dir: Path
-
-    def issue(self, name: str) -> tuple[x509.Certificate, Path]:
-        issued = self.inst.authority.issue(device_csr(name), profile="device", actor="test")
-        path = self.dir / f"{name}.pem"
-        path.write_bytes(issued.certificate.public_bytes(_PEM))
-        return issued.certificate, path
-
-    def revoke(self, cert: x509.Certificate) -> None:
-        self.inst.authority.revoke(
-            format(cert.serial_number, "x"), reason=RevocationReason.KEY_COMPROMISE, actor="test"
-        )
-
-    def crl_pem(self, ca: str, kind: str = "") -> Path:
-        """Fetch the published CRL over HTTP, as openssl and certtool want it (PEM)."""
-        der = subprocess.run(
-            ["curl", "-sf", f"{self.url}/crl/{ca}{kind}.crl"], capture_output=True, check=True
-        ).stdout
-        path = self.dir / f"{ca}{kind}.crl.pem"
-        path.write_bytes(x509.load_der_x509_crl(der).public_bytes(_PEM))
-        return path
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    base = tmp_path_factory.mktemp("revocation")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    inst = make_installation(
-        base / "home",
-        public_base_url=url,
-        revocation={"revocation_delay": "1s", "full_crl_delay": "2s"},
-    )
-    service = Service(inst)
-    config = uvicorn.Config(
-        build_http_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    listener = uvicorn.Server(config)
-    thread = threading.Thread(target=listener.run, daemon=True)
-    service.revocation.start()
-    thread.start()
-    while not listener.started:
-        time.sleep(0.02)
-    work = base / "files"
-    work.mkdir()
-    chain = inst.authority.chain("issuing")
-    (work / "issuing.pem").write_bytes(chain[0].public_bytes(_PEM))
-    (work / "root.pem").write_bytes(chain[1].public_bytes(_PEM))
-    (work / "chain.pem").write_bytes(pem(chain))
-    try:
-        yield Server(inst, service, url, work)
-    finally:
-        listener.should_exit = True
-        thread.join(timeout=10)
-        service.revocation.stop()
-        inst.close()
-
-
-def _wait_for(condition: object, what: str, limit: float = 120.0) -> None:
-    """Poll a condition the server's background jobs make true (bounded, not a timing check)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {limit} s")
+    delays = {"revocation_delay": "1s", "full_crl_delay": "2s"}
+    with revocation_server(tmp_path_factory.mktemp("revocation"), revocation=delays) as running:
+        yield running
 
 
 def _openssl_ocsp(server: Server, cert: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -203,7 +121,7 @@ def test_crl_visible_within_the_delay_and_openssl_verify(server: Server) -> None
         crl = x509.load_pem_x509_crl(crl_path.read_bytes())
         return crl.get_revoked_certificate_by_serial_number(bad.serial_number) is not None
 
-    _wait_for(listed, "the complete CRL listing the revoked certificate")
+    wait_for(listed, "the complete CRL listing the revoked certificate")
     crls = [server.crl_pem("issuing"), server.crl_pem("root")]
     for path in crls:
         ca = "root" if "root" in path.name else "issuing"
@@ -233,7 +151,7 @@ def test_delta_crl_with_openssl_use_deltas(server: Server) -> None:
         crl = x509.load_pem_x509_crl(server.crl_pem("issuing", "-delta").read_bytes())
         return crl.get_revoked_certificate_by_serial_number(bad.serial_number) is not None
 
-    _wait_for(in_delta, "the delta CRL listing the revoked certificate")
+    wait_for(in_delta, "the delta CRL listing the revoked certificate")
     bundle = server.dir / "with-delta.pem"
     bundle.write_text(
         server.crl_pem("issuing").read_text() + server.crl_pem("issuing", "-delta").read_text()
