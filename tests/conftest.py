@@ -120,3 +120,9 @@ def device_csr(
         builder = builder.add_extension(extension, critical=critical)
     hash_algorithm = None if type(signing_key).__name__.startswith("Ed") else hashes.SHA256()
     return builder.sign(signing_key, hash_algorithm)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """An empty database of its own on the test PostgreSQL server."""
+    yield from _postgres_database()

@@ -380,9 +380,9 @@ def check_keys(inst: Installation) -> None:
         except KeyMissing as exc:
             raise ConfigError(f"the key of CA {ca.name!r} is missing: {exc.message}") from exc
         except IotpkiError as exc:
-            # One short line: the file backend's own message, naming the key file, wraps.
+            # One short line: the file backend's own message, naming the key, wraps.
             file_backend = ca.key_backend == "file"
-            why = "wrong passphrase or damaged key file" if file_backend else exc.message
+            why = "wrong passphrase or damaged key" if file_backend else exc.message
             raise ConfigError(f"cannot unlock CA {ca.name!r}: {why}") from exc
 
 

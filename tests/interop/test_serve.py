@@ -8,12 +8,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,77 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from estserver import free_port
+from servekit import IOTPKI, Server, environment
 
 pytestmark = pytest.mark.interop
-
-IOTPKI = [sys.executable, "-m", "iotpki.cli"]
-_BOUND = 120.0  # generous: the first start lints profiles and makes keys on a busy machine
-
-
-def _env(**extra: str) -> dict[str, str]:
-    """The test's environment without the caller's iotpki settings or terminal width."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOTPKI_")}
-    env.pop("COLUMNS", None)
-    return {**env, **extra}
-
-
-def _wait(done: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + _BOUND
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {_BOUND:.0f}s: {what}")
-        time.sleep(0.05)
-
-
-class Server:
-    """A running ``iotpki serve`` whose stdout and stderr lines are collected as they come."""
-
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.https_port, self.http_port = free_port(), free_port()
-        command = [*IOTPKI, "--home", str(home), "serve"]
-        command += ["--https-port", str(self.https_port), "--http-port", str(self.http_port)]
-        self.process = subprocess.Popen(
-            [*command, *args],
-            env=env or _env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        assert self.process.stdout is not None and self.process.stderr is not None
-        self.readers = [
-            threading.Thread(target=self._read, args=(self.process.stdout, self.out)),
-            threading.Thread(target=self._read, args=(self.process.stderr, self.err)),
-        ]
-        for reader in self.readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: object, lines: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            lines.append(line.rstrip("\n"))
-
-    def wait_serving(self) -> None:
-        """Until the "serving" line (or the process ends, which fails the test)."""
-        _wait(
-            lambda: (
-                any(line.startswith("serving ") for line in self.out)
-                or self.process.poll() is not None
-            ),
-            "the serving line",
-        )
-        assert self.process.poll() is None, "\n".join(self.out + self.err)
-
-    def finish(self, *, stop: bool = True) -> int:
-        """Stop it (SIGTERM) or let it end; the exit status, with every output line collected."""
-        if stop and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        status = self.process.wait(timeout=_BOUND)
-        for reader in self.readers:
-            reader.join(timeout=_BOUND)
-        return status
 
 
 @pytest.fixture
@@ -114,7 +43,8 @@ def server_factory() -> Iterator[Callable[..., Server]]:
 def initialised_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home made by ``iotpki init`` (generated passphrase), shared by the tests below."""
     home = tmp_path_factory.mktemp("serve") / "home"
-    done = subprocess.run([*IOTPKI, "--home", str(home), "init"], env=_env(), capture_output=True)
+    init = [*IOTPKI, "--home", str(home), "init"]
+    done = subprocess.run(init, env=environment(), capture_output=True)
     assert done.returncode == 0, done.stderr
     return home
 
@@ -143,7 +73,8 @@ def test_first_start_tells_a_newcomer_everything_once(
     # The trust anchor, fetched exactly as printed, makes curl trust the HTTPS listener.
     fetch = next(line.strip() for line in first.out if " ca show root --pem > root.pem" in line)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # iotpki
-    done = subprocess.run(fetch, shell=True, cwd=tmp_path, env=_env(PATH=path), capture_output=True)
+    env = environment(PATH=path)
+    done = subprocess.run(fetch, shell=True, cwd=tmp_path, env=env, capture_output=True)
     assert done.returncode == 0, done.stderr
     cacerts = next(line.strip() for line in first.out if line.strip().startswith("curl "))
     done = subprocess.run(shlex.split(cacerts), cwd=tmp_path, capture_output=True, text=True)
@@ -216,9 +147,10 @@ def test_a_taken_port_is_one_error_line_and_status_2(
 def test_a_wrong_passphrase_is_one_error_line_and_status_2(
     initialised_home: Path, server_factory: Callable[..., Server]
 ) -> None:
-    server = server_factory(initialised_home, env=_env(IOTPKI_PASSPHRASE="not the passphrase"))
+    env = environment(IOTPKI_PASSPHRASE="not the passphrase")
+    server = server_factory(initialised_home, env=env)
     assert server.finish(stop=False) == 2
-    assert server.err == ["error: cannot unlock CA 'root': wrong passphrase or damaged key file"]
+    assert server.err == ["error: cannot unlock CA 'root': wrong passphrase or damaged key"]
     assert server.out == []
     with pytest.raises(OSError):  # it never listened
         socket.create_connection(("127.0.0.1", server.https_port), timeout=5).close()

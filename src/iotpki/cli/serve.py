@@ -43,16 +43,22 @@ def serve(
         https_socket.close()
         raise
     if first_start:
-        _say(f"initialising a new installation in {inst.home}")
-        inst.initialise(actor="server")
-        token, _ = create_token(
-            inst.store,
-            inst.authority.clock,
-            role=Role.ADMIN,
-            description="created at first start",
-            actor="server",
-        )
-        _say(first_start_notice(inst.home, host, https_port, http_port, token))
+        with inst.store.waiting_lock("initialise"):  # replicas started together: one initialises
+            first_start = not inst.is_initialised()
+            if first_start:
+                _say(f"initialising a new installation in {inst.home}")
+                inst.initialise(actor="server")
+                token, _ = create_token(
+                    inst.store,
+                    inst.authority.clock,
+                    role=Role.ADMIN,
+                    description="created at first start",
+                    actor="server",
+                )
+                _say(first_start_notice(inst.home, host, https_port, http_port, token))
+        if not first_start:
+            _say("joining the installation another replica has just initialised")
+            check_keys(inst)
     urls = f"https://{_url_host(host)}:{https_port}/ and http://{_url_host(host)}:{http_port}/"
     run_server(
         inst,

@@ -1,4 +1,10 @@
-"""File key backend: PKCS#8 private keys encrypted with a passphrase, one 0600 file each."""
+"""The ``file`` key backend: PKCS#8 private keys encrypted under the passphrase, kept in the
+database so that every replica that knows the passphrase can sign.
+
+An installation made before keys moved into the database kept one 0600 file per key under
+``<home>/keys``; such a key is read from there the first time it is needed and copied into the
+database (the file stays, as the operator's backup).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 
 from iotpki.core.keytypes import generate_private_key
 from iotpki.core.models import KeyAlgorithm
+from iotpki.core.ports.shared import KeyVault
 from iotpki.errors import BackendError, ConfigError, KeyMissing
-from iotpki.files import write_private
 
 __all__ = ["FileKeyBackend"]
 
@@ -32,14 +38,15 @@ _SIGNING = (
 
 
 class FileKeyBackend:
-    """Keys as encrypted PKCS#8 PEM files under one directory."""
+    """Keys as encrypted PKCS#8 PEM in the database (older ones also under a directory)."""
 
     name = "file"
 
-    def __init__(self, directory: Path, passphrase: bytes) -> None:
+    def __init__(self, vault: KeyVault, passphrase: bytes, legacy_dir: Path) -> None:
         if not passphrase:
             raise ConfigError("the file key backend needs a non-empty passphrase")
-        self._dir = directory
+        self._vault = vault
+        self._dir = legacy_dir
         self._passphrase = passphrase
         self._cache: dict[str, CertificateIssuerPrivateKeyTypes] = {}
         self._lock = threading.Lock()
@@ -53,7 +60,7 @@ class FileKeyBackend:
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(self._passphrase),
         )
-        write_private(self._dir / key_ref, pem)
+        self._vault.put_wrapped_key(key_ref, pem)
         with self._lock:
             self._cache[key_ref] = key
         return key_ref
@@ -64,21 +71,31 @@ class FileKeyBackend:
             key = self._cache.get(key_ref)
         if key is not None:
             return key
-        path = self._dir / key_ref
-        if "/" in key_ref or not path.is_file():
-            raise KeyMissing(f"no key file {key_ref!r}", key_ref=key_ref)
+        pem = self._vault.wrapped_key(key_ref)
+        legacy = pem is None
+        if pem is None:
+            pem = self._legacy_file(key_ref)
         try:
-            loaded = serialization.load_pem_private_key(path.read_bytes(), self._passphrase)
+            loaded = serialization.load_pem_private_key(pem, self._passphrase)
         except (ValueError, TypeError) as exc:
             raise BackendError(
-                f"cannot decrypt key {key_ref!r}: wrong passphrase or damaged file",
+                f"cannot decrypt key {key_ref!r}: wrong passphrase or damaged key",
                 key_ref=key_ref,
             ) from exc
         if not isinstance(loaded, _SIGNING):
             raise BackendError(f"key {key_ref!r} cannot sign certificates", key_ref=key_ref)
+        if legacy:
+            self._vault.put_wrapped_key(key_ref, pem)  # from now on every replica finds it
         with self._lock:
             self._cache[key_ref] = loaded
         return loaded
+
+    def _legacy_file(self, key_ref: str) -> bytes:
+        """The key file an older installation kept under its home."""
+        path = self._dir / key_ref
+        if "/" in key_ref or not path.is_file():
+            raise KeyMissing(f"no key {key_ref!r} in the database", key_ref=key_ref)
+        return path.read_bytes()
 
     def public_key(self, key_ref: str) -> CertificateIssuerPublicKeyTypes:
         """The public half of a stored key."""

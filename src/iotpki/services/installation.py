@@ -166,7 +166,7 @@ def open_installation(
         store = SqlStore(settings.effective_database_url)
         store.migrate()
         keys: dict[str, KeyBackend] = {
-            "file": FileKeyBackend(home / "keys", _passphrase(settings, create))
+            "file": FileKeyBackend(store, _passphrase(settings, create), home / "keys")
         }
     if fresh and database is not None:
         _make_private(database)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +46,9 @@ from iotpki.store.abuse import AbuseSql
 from iotpki.store.attestation import AttestationSql
 from iotpki.store.auth import AuthSql
 from iotpki.store.enrollment import EnrollmentSql
+from iotpki.store.locks import exclusive
 from iotpki.store.scep import ScepSql
+from iotpki.store.shared import SharedStateSql
 
 __all__ = ["SqlStore", "SqlTransaction"]
 
@@ -378,7 +380,7 @@ class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql, AuthSql, AbuseSql):
         return AuditEvent(seq, time, actor, action, target[:256], data, prev_hash, digest)
 
 
-class SqlStore:
+class SqlStore(SharedStateSql):
     """The ``Store`` port for SQLite or PostgreSQL."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
@@ -391,6 +393,10 @@ class SqlStore:
         from iotpki.store.migrate import upgrade
 
         upgrade(self.engine)
+
+    def waiting_lock(self, name: str) -> AbstractContextManager[None]:
+        """Hold the cross-process lock ``name``, waiting while another process holds it."""
+        return exclusive(self.engine, name)
 
     @contextmanager
     def transaction(self, *, readonly: bool = False) -> Iterator[SqlTransaction]:

@@ -46,6 +46,13 @@ from iotpki.store.schema.operations import (
     users,
     web_sessions,
 )
+from iotpki.store.schema.shared import (
+    ocsp_responders,
+    rate_counters,
+    sealed_secrets,
+    spent_tokens,
+    wrapped_keys,
+)
 
 __all__ = [
     "UTCDateTime",
@@ -77,13 +84,18 @@ __all__ = [
     "key_checks",
     "lint_findings",
     "metadata",
+    "ocsp_responders",
+    "rate_counters",
     "refusal_counters",
     "scep_challenges",
     "scep_ras",
     "scep_transactions",
+    "sealed_secrets",
     "secret_lockouts",
     "signin_throttle",
+    "spent_tokens",
     "usage_events",
     "users",
     "web_sessions",
+    "wrapped_keys",
 ]
