@@ -28,12 +28,21 @@ from iotpki.core.models import KeyAlgorithm
 from iotpki.errors import AttestationRejected
 from iotpki.keys.tpm import TpmBackend
 from iotpki.services.installation import Installation
+from iotpki.store.sql import SqlStore
 
 from conftest import ManualClock
 from tpm import SoftwareTpm, require_swtpm, start_swtpm
 from tpm import manufactured_tpm as manufactured_tpm
 
 SECRET = b"k" * 32
+
+
+@pytest.fixture
+def spent(tmp_path: Path) -> SqlStore:
+    """The record of activated challenges, on a database of its own."""
+    store = SqlStore(f"sqlite:///{tmp_path / 'spent.db'}")
+    store.migrate()
+    return store
 
 
 @pytest.fixture
@@ -55,11 +64,14 @@ def _ek_chain(tpm: SoftwareTpm, backend: TpmBackend) -> list[x509.Certificate]:
 
 
 def test_ak_enrollment_then_device_attest(
-    inst: Installation, clock: ManualClock, swtpm_backend: tuple[SoftwareTpm, TpmBackend]
+    spent: SqlStore,
+    inst: Installation,
+    clock: ManualClock,
+    swtpm_backend: tuple[SoftwareTpm, TpmBackend],
 ) -> None:
     tpm, backend = swtpm_backend
     akca = AttestationKeyCA(
-        ek_roots=[tpm.manufactured.manufacturer_root], secret_key=SECRET, clock=clock
+        ek_roots=[tpm.manufactured.manufacturer_root], secret_key=SECRET, clock=clock, spent=spent
     )
     ak = backend.create_attestation_key("ak")
     ek_chain = _ek_chain(tpm, backend)
@@ -69,6 +81,11 @@ def test_ak_enrollment_then_device_attest(
         ek_chain, backend.public_area(ak), challenge.nonce, challenge.issued_at, secret
     )
     assert activated.permanent_identifier == ek_permanent_identifier(ek_chain[0].public_key())
+    with pytest.raises(AttestationRejected, match="already used") as replayed:
+        akca.activate(  # one activation per challenge, on whichever replica
+            ek_chain, backend.public_area(ak), challenge.nonce, challenge.issued_at, secret
+        )
+    assert replayed.value.data["check"] == "activation_replayed"
 
     issued = inst.authority.issue_attestation_key(
         activated.ak.public_key,
@@ -92,11 +109,11 @@ def test_ak_enrollment_then_device_attest(
 
 
 def test_wrong_secret_is_refused(
-    clock: ManualClock, swtpm_backend: tuple[SoftwareTpm, TpmBackend]
+    spent: SqlStore, clock: ManualClock, swtpm_backend: tuple[SoftwareTpm, TpmBackend]
 ) -> None:
     tpm, backend = swtpm_backend
     akca = AttestationKeyCA(
-        ek_roots=[tpm.manufactured.manufacturer_root], secret_key=SECRET, clock=clock
+        ek_roots=[tpm.manufactured.manufacturer_root], secret_key=SECRET, clock=clock, spent=spent
     )
     ak = backend.create_attestation_key("ak")
     ek_chain = _ek_chain(tpm, backend)
@@ -126,11 +143,11 @@ def test_ak_in_another_tpm_cannot_activate(
 
 
 def test_expired_challenge_is_refused(
-    clock: ManualClock, swtpm_backend: tuple[SoftwareTpm, TpmBackend]
+    spent: SqlStore, clock: ManualClock, swtpm_backend: tuple[SoftwareTpm, TpmBackend]
 ) -> None:
     tpm, backend = swtpm_backend
     akca = AttestationKeyCA(
-        ek_roots=[tpm.manufactured.manufacturer_root], secret_key=SECRET, clock=clock
+        ek_roots=[tpm.manufactured.manufacturer_root], secret_key=SECRET, clock=clock, spent=spent
     )
     ak = backend.create_attestation_key("ak")
     ek_chain = _ek_chain(tpm, backend)
@@ -145,11 +162,14 @@ def test_expired_challenge_is_refused(
 
 
 def test_untrusted_ek_root_is_refused(
-    inst: Installation, clock: ManualClock, swtpm_backend: tuple[SoftwareTpm, TpmBackend]
+    spent: SqlStore,
+    inst: Installation,
+    clock: ManualClock,
+    swtpm_backend: tuple[SoftwareTpm, TpmBackend],
 ) -> None:
     tpm, backend = swtpm_backend
     stranger_root = inst.authority.chain(inst.authority.default_issuing_ca())[-1]
-    akca = AttestationKeyCA(ek_roots=[stranger_root], secret_key=SECRET, clock=clock)
+    akca = AttestationKeyCA(ek_roots=[stranger_root], secret_key=SECRET, clock=clock, spent=spent)
     ak = backend.create_attestation_key("ak")
     with pytest.raises(AttestationRejected) as info:
         akca.challenge(_ek_chain(tpm, backend), backend.public_area(ak))
@@ -157,11 +177,11 @@ def test_untrusted_ek_root_is_refused(
 
 
 def test_unrestricted_key_is_not_an_ak(
-    clock: ManualClock, swtpm_backend: tuple[SoftwareTpm, TpmBackend]
+    spent: SqlStore, clock: ManualClock, swtpm_backend: tuple[SoftwareTpm, TpmBackend]
 ) -> None:
     tpm, backend = swtpm_backend
     akca = AttestationKeyCA(
-        ek_roots=[tpm.manufactured.manufacturer_root], secret_key=SECRET, clock=clock
+        ek_roots=[tpm.manufactured.manufacturer_root], secret_key=SECRET, clock=clock, spent=spent
     )
     key = backend.generate("device", KeyAlgorithm.P256)
     with pytest.raises(AttestationRejected) as info:

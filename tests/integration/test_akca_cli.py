@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from iotpki.cli.main import app
 from iotpki.errors import MalformedInput
-from iotpki.services.attestation import AttestationTrust, EkRoots, akca_secret
+from iotpki.services.attestation import AttestationTrust, EkRoots
 
 from conftest import make_installation
 
@@ -77,10 +77,3 @@ def test_roots_follow_the_registered_ek_roots(tmp_path: Path) -> None:
 def test_non_ca_root_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MalformedInput):
         EkRoots(tmp_path).add(_root(ca=False), datetime.now(UTC))
-
-
-def test_hmac_key_is_private_and_stable(tmp_path: Path) -> None:
-    first = akca_secret(tmp_path)
-    path = tmp_path / "secrets" / "akca-hmac"
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert len(first) == 32 and akca_secret(tmp_path) == first

@@ -41,7 +41,7 @@ from iotpki.core.attestation import (
 from iotpki.core.models import KeyAlgorithm
 from iotpki.keys.tpm import TpmBackend
 from iotpki.protocols.acme import AcmeContext, ValidationQueue, acme_routes, build_context
-from iotpki.services.attestation import AkcaService, EkRoots
+from iotpki.services.attestation import AKCA_SECRET, AkcaService, EkRoots
 from iotpki.services.installation import Installation
 from iotpki.store.acme import SqlAcmeStore
 
@@ -118,7 +118,9 @@ def world(
     queue = ValidationQueue(manual=True)
     ctx = build_context(inst.authority, SqlAcmeStore(inst.store), inst.settings, queue=queue)
     routes = acme_routes(ctx) + akca_routes(
-        AkcaService(inst.settings, inst.authority), inst.authority, per_minute=1000
+        AkcaService(inst.settings, inst.authority, inst.secrets.get(AKCA_SECRET), inst.store),
+        inst.authority,
+        per_minute=1000,
     )
     tpm = start_swtpm(manufactured_tpm, directory)
     backend = TpmBackend(tpm.tcti, directory / "keys")

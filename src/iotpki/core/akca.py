@@ -13,7 +13,8 @@ device makes later. TPM 2.0 Part 1 section 24 ("Credential Protection") closes t
 
 MakeCredential is done here in plain Python (KDFa, AES-CFB, HMAC, RSA-OAEP); the server needs no
 TPM library. The challenge is stateless: the secret is an HMAC, under the installation's key, of
-the nonce, time, AK name and EK, so that any replica can check the answer.
+the nonce, time, AK name and EK, so that any replica can check the answer; the store records each
+activated nonce until its challenge expires, so that a challenge is activated once.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from iotpki.core.attestation import (
 )
 from iotpki.core.models import KeyType
 from iotpki.core.ports import Clock
+from iotpki.core.ports.shared import OnceRegistry
 from iotpki.errors import AttestationRejected
 
 __all__ = [
@@ -152,10 +154,12 @@ class AttestationKeyCA:
         ek_roots: Sequence[x509.Certificate],
         secret_key: bytes,
         clock: Clock,
+        spent: OnceRegistry,
         validity: timedelta = timedelta(minutes=10),
     ) -> None:
         self._ek_roots = tuple(ek_roots)
         self._secret_key = secret_key
+        self._spent = spent
         self._clock = clock
         self._validity = validity
 
@@ -194,6 +198,11 @@ class AttestationKeyCA:
             raise AttestationRejected(
                 "the activated credential is wrong: the AK is not in the TPM of this EK",
                 check="activation",
+            )
+        expires = issued_at + self._validity
+        if self._spent.spend("akca", nonce.hex(), ak.name.hex()[:128], now, expires) is not None:
+            raise AttestationRejected(
+                "the activation challenge was already used", check="activation_replayed"
             )
         return ActivatedKey(ak, ek_cert, ek_permanent_identifier(ek_cert.public_key()))
 

@@ -1,13 +1,13 @@
 """TPM attestation for one installation: which roots ACME device-attest-01 trusts, the EK
 manufacturer roots the AK CA trusts, its HMAC key, and the AK CA service itself.
 
-Where things live (all in the home, like the rest of an installation):
+Where things live:
 
 - ``[attestation] roots``: PEM bundles of TPM-manufacturer / attestation-key CA roots;
 - ``<home>/akca/ek-roots/<sha256>.pem``: EK manufacturer roots registered with
   ``iotpki akca trust-ek-root`` (re-read on every request, so no restart is needed);
-- ``<home>/secrets/akca-hmac`` (0600): the key of the AK CA's stateless challenges; replicas
-  sharing a database must share it.
+- the key of the AK CA's stateless challenges is an installation secret sealed in the database
+  (``keys.sealed``), so every replica checks the answers to every other's challenges.
 
 Once an EK root is registered the AK CA's own issuing CA is a device-attest-01 root as well: an
 AK certificate it issued proves the AK sits in a TPM whose EK chains to a registered root.
@@ -16,7 +16,6 @@ AK certificate it issued proves the AK sits in a TPM whose EK chains to a regist
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,13 +27,13 @@ from iotpki.core.akca import AK_PROFILE, ActivationChallenge, AttestationKeyCA
 from iotpki.core.akca import ak_certificate_decision as _ak_decision
 from iotpki.core.authority import Authority, Issued
 from iotpki.core.policy import parse_duration
+from iotpki.core.ports.shared import OnceRegistry
 from iotpki.errors import ConfigError, MalformedInput
-from iotpki.files import generated_secret
 from iotpki.settings import Settings
 
-__all__ = ["AkcaService", "AttestationTrust", "EkRoots", "akca_secret", "load_pem_bundle"]
+__all__ = ["AKCA_SECRET", "AkcaService", "AttestationTrust", "EkRoots", "load_pem_bundle"]
 
-_SECRET = Path("secrets") / "akca-hmac"
+AKCA_SECRET = "akca-hmac"  # the name of the challenge key among the sealed secrets
 
 
 def load_pem_bundle(path: Path) -> list[x509.Certificate]:
@@ -46,16 +45,6 @@ def load_pem_bundle(path: Path) -> list[x509.Certificate]:
     except ValueError as exc:
         raise ConfigError(f"{path} holds no PEM certificate: {exc}") from exc
     return certificates
-
-
-def akca_secret(home: Path) -> bytes:
-    """The AK CA's HMAC key, generated once in ``<home>/secrets/akca-hmac`` (0600)."""
-    path = home / _SECRET
-    content = generated_secret(path, lambda: secrets.token_hex(32).encode() + b"\n")
-    try:
-        return bytes.fromhex(content.decode("ascii", "replace").strip())
-    except ValueError as exc:
-        raise ConfigError(f"{path} does not hold a hex key") from exc
 
 
 def _fingerprint(cert: x509.Certificate) -> str:
@@ -136,11 +125,14 @@ class AttestationTrust:
 class AkcaService:
     """The AK CA of an installation: credential activation, then the AK certificate."""
 
-    def __init__(self, settings: Settings, authority: Authority) -> None:
+    def __init__(
+        self, settings: Settings, authority: Authority, secret: bytes, spent: OnceRegistry
+    ) -> None:
         self._authority = authority
         self._trust = AttestationTrust(settings, authority)
         self._ek_roots = EkRoots(settings.home)
-        self._secret = akca_secret(settings.home)
+        self._secret = secret
+        self._spent = spent
         self._validity = parse_duration(settings.attestation.activation_validity)
         self._lifetime = parse_duration(settings.attestation.ak_lifetime)
 
@@ -149,6 +141,7 @@ class AkcaService:
             ek_roots=self._ek_roots.certificates(),
             secret_key=self._secret,
             clock=self._authority.clock,
+            spent=self._spent,
             validity=self._validity,
         )
 

@@ -29,6 +29,7 @@ from iotpki.core.ports import Clock, KeyBackend, SystemClock
 from iotpki.errors import ConfigError
 from iotpki.files import write_private
 from iotpki.keys.file import FileKeyBackend
+from iotpki.keys.sealed import SealedSecrets
 from iotpki.services.settings_file import write_settings_file
 from iotpki.settings import Settings
 from iotpki.store import SqlStore
@@ -91,6 +92,7 @@ class Installation:
     store: SqlStore
     keys: dict[str, KeyBackend]
     authority: Authority
+    secrets: SealedSecrets
 
     @property
     def home(self) -> Path:
@@ -165,9 +167,8 @@ def open_installation(
             write_settings_file(home)
         store = SqlStore(settings.effective_database_url)
         store.migrate()
-        keys: dict[str, KeyBackend] = {
-            "file": FileKeyBackend(store, _passphrase(settings, create), home / "keys")
-        }
+        passphrase = _passphrase(settings, create)
+        keys: dict[str, KeyBackend] = {"file": FileKeyBackend(store, passphrase, home / "keys")}
     if fresh and database is not None:
         _make_private(database)
     for path in loose_permissions(home):
@@ -197,7 +198,7 @@ def open_installation(
         linter=linter,
     )
     _audit_settings(settings, authority)
-    return Installation(settings, store, keys, authority)
+    return Installation(settings, store, keys, authority, SealedSecrets(store, passphrase))
 
 
 @contextmanager
