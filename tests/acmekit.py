@@ -23,7 +23,13 @@ from jwcrypto.common import json_encode
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from iotpki.protocols.acme import AcmeContext, ValidationQueue, acme_routes, build_context
+from iotpki.protocols.acme import (
+    NONCE_SECRET,
+    AcmeContext,
+    ValidationQueue,
+    acme_routes,
+    build_context,
+)
 from iotpki.services.installation import Installation
 from iotpki.store.acme import SqlAcmeStore
 
@@ -34,11 +40,18 @@ async def _no_sleep(_: float) -> None:
     return None
 
 
+def acme_context(inst: Installation, *, queue: ValidationQueue | None = None) -> AcmeContext:
+    """The ACME context of ``inst``, sharing nonces and rate limits through its store."""
+    nonce_key = inst.secrets.get(NONCE_SECRET)
+    store = SqlAcmeStore(inst.store)
+    return build_context(inst.authority, store, inst.settings, inst.store, nonce_key, queue=queue)
+
+
 @contextmanager
 def acme_app(inst: Installation) -> Iterator[tuple[AcmeContext, TestClient]]:
     """The ACME routes of ``inst`` in process, with a manual validation queue."""
     queue = ValidationQueue(manual=True, retry_delays=(1.0, 1.0), sleep=_no_sleep)
-    ctx = build_context(inst.authority, SqlAcmeStore(inst.store), inst.settings, queue=queue)
+    ctx = acme_context(inst, queue=queue)
     with TestClient(Starlette(routes=acme_routes(ctx)), base_url="https://acme.test") as client:
         yield ctx, client
 

@@ -186,7 +186,9 @@ class _TlsUsageMiddleware:
 
 def _acme_routes(inst: Installation) -> list[BaseRoute]:
     store = SqlAcmeStore(inst.store)
-    context = acme.build_context(inst.authority, store, inst.settings)
+    context = acme.build_context(
+        inst.authority, store, inst.settings, inst.store, inst.secrets.get(acme.NONCE_SECRET)
+    )
     profiles = inst.settings.resolved_profiles()
     return acme.acme_routes(context) + acme_admin_routes(inst.authority, store, profiles)
 
@@ -196,7 +198,7 @@ def _akca_routes(inst: Installation) -> list[BaseRoute]:
     secret = inst.secrets.get(AKCA_SECRET)
     service = AkcaService(inst.settings, inst.authority, secret, inst.store)
     per_minute = inst.settings.attestation.akca_requests_per_minute
-    return akca_routes(service, inst.authority, per_minute=per_minute)
+    return akca_routes(service, inst.authority, inst.store, per_minute=per_minute)
 
 
 def enrollment(inst: Installation) -> Enrollment:

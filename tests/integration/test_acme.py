@@ -29,6 +29,7 @@ from acmekit import (
 )
 from iotpki.core.models import CAStatus, CertStatus
 from iotpki.protocols.acme import (
+    NONCE_SECRET,
     AcmeContext,
     ValidationQueue,
     acme_routes,
@@ -77,7 +78,12 @@ def acme_inst(
 def ctx(acme_inst: Installation) -> AcmeContext:
     queue = ValidationQueue(manual=True, retry_delays=(1.0, 1.0), sleep=_no_sleep)
     return build_context(
-        acme_inst.authority, SqlAcmeStore(acme_inst.store), acme_inst.settings, queue=queue
+        acme_inst.authority,
+        SqlAcmeStore(acme_inst.store),
+        acme_inst.settings,
+        acme_inst.store,
+        acme_inst.secrets.get(NONCE_SECRET),
+        queue=queue,
     )
 
 
@@ -589,7 +595,9 @@ def test_complete_order_on_each_database(
     try:
         store = SqlAcmeStore(inst.store)
         assert store.offload is (not database_url.startswith("sqlite"))
-        ctx = build_context(inst.authority, store, inst.settings)
+        ctx = build_context(
+            inst.authority, store, inst.settings, inst.store, inst.secrets.get(NONCE_SECRET)
+        )
         with TestClient(Starlette(routes=acme_routes(ctx)), base_url="https://acme.test") as http:
             client = registered(http, ctx)
             names = ["db.example.test"]

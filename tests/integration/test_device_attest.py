@@ -30,7 +30,7 @@ pytest.importorskip("tpm2_pytss")
 
 from tpm2_pytss.constants import TPMA_OBJECT
 
-from acmekit import ACME, Client, b64
+from acmekit import ACME, Client, acme_context, b64
 from iotpki.api.akca import akca_routes
 from iotpki.core.akca import AK_PROFILE
 from iotpki.core.attestation import (
@@ -40,10 +40,9 @@ from iotpki.core.attestation import (
 )
 from iotpki.core.models import KeyAlgorithm
 from iotpki.keys.tpm import TpmBackend
-from iotpki.protocols.acme import AcmeContext, ValidationQueue, acme_routes, build_context
+from iotpki.protocols.acme import AcmeContext, ValidationQueue, acme_routes
 from iotpki.services.attestation import AKCA_SECRET, AkcaService, EkRoots
 from iotpki.services.installation import Installation
-from iotpki.store.acme import SqlAcmeStore
 
 from conftest import ManualClock, make_installation
 from tpm import Manufactured, SoftwareTpm, require_swtpm, start_swtpm
@@ -116,10 +115,11 @@ def world(
     inst = make_installation(directory / "home", clock=clock)
     EkRoots(inst.home).add(manufactured_tpm.manufacturer_root, clock.now())
     queue = ValidationQueue(manual=True)
-    ctx = build_context(inst.authority, SqlAcmeStore(inst.store), inst.settings, queue=queue)
+    ctx = acme_context(inst, queue=queue)
     routes = acme_routes(ctx) + akca_routes(
         AkcaService(inst.settings, inst.authority, inst.secrets.get(AKCA_SECRET), inst.store),
         inst.authority,
+        inst.store,
         per_minute=1000,
     )
     tpm = start_swtpm(manufactured_tpm, directory)
@@ -406,7 +406,7 @@ def test_device_identifiers_get_no_challenge_without_roots(tmp_path: Path) -> No
     """Without attestation roots device identifiers stay EAB-authorised (no challenge)."""
     inst = make_installation(tmp_path / "home")
     try:
-        ctx = build_context(inst.authority, SqlAcmeStore(inst.store), inst.settings)
+        ctx = acme_context(inst)
         assert ctx.attestation_roots() == []
     finally:
         inst.close()

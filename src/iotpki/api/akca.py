@@ -18,7 +18,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -32,8 +32,9 @@ from iotpki.api.schema import bind
 from iotpki.core.attestation import ek_permanent_identifier
 from iotpki.core.authority import Authority
 from iotpki.core.encoding import pem
+from iotpki.core.ports.shared import RateCounters
+from iotpki.core.ratelimit import SharedWindow
 from iotpki.errors import IotpkiError, MalformedInput, RateLimited, RequestError
-from iotpki.protocols.acme.ratelimits import SlidingWindow
 from iotpki.protocols.http import BodyTooLarge, blocking, read_body
 from iotpki.services.attestation import AkcaService
 
@@ -95,10 +96,13 @@ async def _json(request: Request) -> dict[str, Any]:
 class AkcaEndpoint:
     """Route handlers bound to one AK CA service."""
 
-    def __init__(self, service: AkcaService, authority: Authority, per_minute: int) -> None:
+    def __init__(
+        self, service: AkcaService, authority: Authority, counters: RateCounters, per_minute: int
+    ) -> None:
         self.service = service
         self.authority = authority
-        self.limit = SlidingWindow(per_minute, 60.0)
+        minute = timedelta(minutes=1)
+        self.limit = SharedWindow(counters, "akca", per_minute, minute, authority.clock)
 
     def endpoint(
         self, action: str, handler: Callable[[Request, str], Awaitable[Response]]
@@ -109,7 +113,7 @@ class AkcaEndpoint:
             address = request.client.host if request.client else "unknown"
             actor = f"akca:{address}"
             try:
-                wait = self.limit.retry_after([address])
+                wait = await blocking(self.limit.retry_after, [address])
                 if wait is not None:
                     raise RateLimited(
                         f"too many AK CA requests: retry after {wait} s", retry_after=wait
@@ -181,7 +185,9 @@ class AkcaEndpoint:
         )
 
 
-def akca_routes(service: AkcaService, authority: Authority, *, per_minute: int) -> list[BaseRoute]:
-    """The AK CA routes, to mount at the HTTPS listener's root."""
-    e = AkcaEndpoint(service, authority, per_minute)
+def akca_routes(
+    service: AkcaService, authority: Authority, counters: RateCounters, *, per_minute: int
+) -> list[BaseRoute]:
+    """The AK CA routes, to mount at the HTTPS listener's root (rates shared by replicas)."""
+    e = AkcaEndpoint(service, authority, counters, per_minute)
     return bind(AKCA, e.endpoint, e)

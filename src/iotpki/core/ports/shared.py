@@ -6,7 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["KeyVault", "OnceRegistry", "RateCounters", "ResponderStore"]
+__all__ = [
+    "KeyVault",
+    "OnceRegistry",
+    "RateCounters",
+    "ReplayAndRates",
+    "ResponderStore",
+]
 
 
 class KeyVault(Protocol):
@@ -82,3 +88,7 @@ class ResponderStore(Protocol):
     ) -> bool:
         """Keep a new responder if the kept one is still ``replace`` (None: none kept yet)."""
         ...
+
+
+class ReplayAndRates(OnceRegistry, RateCounters, Protocol):
+    """What a protocol endpoint shares with the other replicas: replay records and rates."""

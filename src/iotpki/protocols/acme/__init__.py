@@ -12,14 +12,17 @@ from cryptography import x509
 from iotpki.core.acme_ports import AcmeStore
 from iotpki.core.authority import Authority
 from iotpki.core.policy import parse_duration
+from iotpki.core.ports.shared import ReplayAndRates
 from iotpki.protocols.acme.challenges import NetworkValidator, ValidationSettings, Validator
 from iotpki.protocols.acme.context import AcmeConfig, AcmeContext
+from iotpki.protocols.acme.nonces import NONCE_SECRET, NonceTable
 from iotpki.protocols.acme.routes import acme_routes
 from iotpki.protocols.acme.validation import ValidationQueue
 from iotpki.services.attestation import AttestationTrust
 from iotpki.settings import AcmeSettings, Settings
 
 __all__ = [
+    "NONCE_SECRET",
     "AcmeConfig",
     "AcmeContext",
     "NetworkValidator",
@@ -63,12 +66,17 @@ def build_context(
     authority: Authority,
     store: AcmeStore,
     settings: Settings,
+    shared: ReplayAndRates,
+    nonce_key: bytes,
     *,
     validator: Validator | None = None,
     queue: ValidationQueue | None = None,
     attestation_roots: Callable[[], Sequence[x509.Certificate]] | None = None,
 ) -> AcmeContext:
     """The ACME context of an installation; tests inject the validator or a manual queue.
+
+    Nonces and rate limits are shared with the other replicas through ``shared`` (the store);
+    ``nonce_key`` is the installation secret that authenticates nonces.
 
     device-attest-01 trusts ``attestation_roots``, by default the installation's
     (:class:`iotpki.services.attestation.AttestationTrust`).
@@ -78,6 +86,8 @@ def build_context(
         authority,
         store,
         config,
+        nonces=NonceTable(nonce_key, shared, authority.clock),
+        counters=shared,
         profiles=settings.resolved_profiles(),
         validator=validator or NetworkValidator(config.validation),
         queue=queue,

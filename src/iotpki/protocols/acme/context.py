@@ -1,6 +1,6 @@
 """What every ACME handler is given: configuration, the store, the authority and the helpers
-that live as long as the serving process (nonces, rate limits, validation queue, key and chain
-caches).
+that live as long as the serving process (validation queue, key and chain caches) or are shared
+by every replica through the store (nonces, rate limits).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from jwcrypto import jwk as jose_jwk
 
 from iotpki.core.acme_ports import AcmeStore
 from iotpki.core.authority import Authority
+from iotpki.core.ports.shared import RateCounters
+from iotpki.core.ratelimit import SharedWindow
 from iotpki.protocols.acme.challenges import ValidationSettings, Validator
 from iotpki.protocols.acme.nonces import NonceTable
-from iotpki.protocols.acme.ratelimits import SlidingWindow
 from iotpki.protocols.acme.validation import ValidationQueue
 from iotpki.protocols.http import blocking
 
@@ -66,8 +67,9 @@ class AcmeContext:
         *,
         profiles: Collection[str],
         validator: Validator,
+        nonces: NonceTable,
+        counters: RateCounters,
         queue: ValidationQueue | None = None,
-        nonces: NonceTable | None = None,
         attestation_roots: Callable[[], Sequence[x509.Certificate]] | None = None,
     ) -> None:
         self.authority = authority
@@ -78,9 +80,14 @@ class AcmeContext:
         self.queue = queue or ValidationQueue(
             retry_delays=config.retry_delays, deadline=config.validation_deadline
         )
-        self.nonces = nonces or NonceTable()
-        self.account_orders = SlidingWindow(config.orders_per_account_per_hour, 3600.0)
-        self.identifier_orders = SlidingWindow(config.orders_per_identifier_per_hour, 3600.0)
+        self.nonces = nonces
+        hour, clock = timedelta(hours=1), authority.clock
+        self.account_orders = SharedWindow(
+            counters, "acme-account", config.orders_per_account_per_hour, hour, clock
+        )
+        self.identifier_orders = SharedWindow(
+            counters, "acme-identifier", config.orders_per_identifier_per_hour, hour, clock
+        )
         self._keys: dict[str, tuple[str, jose_jwk.JWK]] = {}
         self._chains: dict[str, tuple[datetime, list[bytes]]] = {}
         self._lock = threading.Lock()

@@ -233,7 +233,7 @@ def public_key(jwk: dict[str, Any], alg: str | None = None) -> jose_jwk.JWK:
         fits = ["RS256"]
         key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
         key = _rsa_key(jwk)
-    elif kty == "EC" and crv in _CURVES:
+    elif kty == "EC" and isinstance(crv, str) and crv in _CURVES:
         fits = [a for a, (want_kty, want_crv) in ALGORITHMS.items() if want_crv == crv]
         key = _ec_key(jwk, str(crv))
     elif kty == "OKP" and crv == "Ed25519":

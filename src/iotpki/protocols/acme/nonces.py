@@ -1,21 +1,28 @@
-"""Anti-replay nonces (RFC 8555 section 6.5): single use, expiring, bounded in number.
+"""Anti-replay nonces (RFC 8555 section 6.5): single use and expiring, on every replica.
 
-Nonces live in the memory of the serving process: every request that carries one is answered
-by the same process's table. With several replicas behind a balancer without affinity a client
-may present a nonce another replica issued; it gets ``badNonce`` with a fresh nonce and retries,
-which RFC 8555 section 6.5 requires clients to do.
+A nonce carries its issue time and an HMAC under an installation secret every replica holds, so
+any replica recognises the nonces any other issued without a lookup; the store records each
+nonce as it is used, until it would have expired, so that none is accepted twice.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
+import hmac
 import secrets
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
+import struct
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["NonceTable"]
+from iotpki.core.ports import Clock
+from iotpki.core.ports.shared import OnceRegistry
+
+__all__ = ["NONCE_SECRET", "NonceTable"]
+
+NONCE_SECRET = "acme-nonce"  # the name of the nonce key among the sealed secrets
+_SKEW = timedelta(seconds=60)  # replicas' clocks may differ this much
+_LENGTH = 32  # issue time (8), random (8), tag (16)
 
 
 class NonceTable:
@@ -23,43 +30,39 @@ class NonceTable:
 
     def __init__(
         self,
-        lifetime: float = 600.0,
-        capacity: int = 200_000,
-        monotonic: Callable[[], float] = time.monotonic,
+        key: bytes,
+        spent: OnceRegistry,
+        clock: Clock,
+        lifetime: timedelta = timedelta(minutes=10),
     ) -> None:
+        self._key = key
+        self._spent = spent
+        self._clock = clock
         self._lifetime = lifetime
-        self._capacity = capacity
-        self._monotonic = monotonic
-        self._issued: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
 
     def issue(self) -> str:
-        """A fresh nonce: 128 random bits, base64url without padding (section 6.5.1)."""
-        nonce = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-        now = self._monotonic()
-        with self._lock:
-            self._issued[nonce] = now + self._lifetime
-            while len(self._issued) > self._capacity:
-                self._issued.popitem(last=False)
-            self._drop_expired(now)
-        return nonce
+        """A fresh nonce, base64url without padding (section 6.5.1)."""
+        issued = int(self._clock.now().timestamp())
+        body = struct.pack(">Q", issued) + secrets.token_bytes(8)
+        return base64.urlsafe_b64encode(body + self._tag(body)).rstrip(b"=").decode()
 
     def consume(self, nonce: str) -> bool:
-        """Accept a nonce once: False when unknown, used or expired."""
-        now = self._monotonic()
-        with self._lock:
-            deadline = self._issued.pop(nonce, None)
-        return deadline is not None and deadline > now
+        """Accept a nonce once: False when forged, used or expired."""
+        try:
+            raw = base64.urlsafe_b64decode(nonce.encode("ascii") + b"==")
+        except (UnicodeEncodeError, binascii.Error, ValueError):
+            return False
+        if len(raw) != _LENGTH or not hmac.compare_digest(raw[16:], self._tag(raw[:16])):
+            return False
+        (seconds,) = struct.unpack(">Q", raw[:8])
+        if seconds > 2**40:
+            return False
+        issued = datetime.fromtimestamp(seconds, UTC)
+        now = self._clock.now()
+        expires = issued + self._lifetime
+        if not issued - _SKEW <= now < expires:
+            return False
+        return self._spent.spend("acme-nonce", raw[:16].hex(), "", now, expires) is None
 
-    def _drop_expired(self, now: float) -> None:
-        # Insertion order is expiry order: drop a few expired ones from the front per call.
-        for _ in range(8):
-            if not self._issued:
-                return
-            first, deadline = next(iter(self._issued.items()))
-            if deadline > now:
-                return
-            del self._issued[first]
-
-    def __len__(self) -> int:
-        return len(self._issued)
+    def _tag(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()[:16]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -11,10 +12,13 @@ from cryptography import x509
 from acmekit import b64, new_key, sign
 from iotpki.core.acme_ports import RenewalOverride
 from iotpki.core.models import CertificateRecord
+from iotpki.core.ratelimit import SharedWindow
 from iotpki.protocols.acme import jws, messages, renewal
 from iotpki.protocols.acme.nonces import NonceTable
 from iotpki.protocols.acme.problems import AcmeProblem
-from iotpki.protocols.acme.ratelimits import SlidingWindow
+from iotpki.store.sql import SqlStore
+
+from conftest import ManualClock
 
 URL = "https://acme.test/acme/new-order"
 
@@ -138,18 +142,26 @@ def test_public_key_refuses_private_and_small_keys() -> None:
     small = json.loads(new_key("RSA", size=1024).export_public())
     with pytest.raises(AcmeProblem, match="2048"):
         jws.public_key(small)
+    odd = {**json.loads(new_key().export_public()), "crv": []}  # once a TypeError, then a 500
+    with pytest.raises(AcmeProblem, match="unsupported"):
+        jws.public_key(odd)
 
 
-def test_nonces_are_single_use_and_expire() -> None:
-    now = [0.0]
-    table = NonceTable(lifetime=10, capacity=3, monotonic=lambda: now[0])
+def test_nonces_are_single_use_expire_and_are_shared(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = SqlStore(f"sqlite:///{tmp_path / 'iotpki.db'}")
+    store.migrate()
+    table = NonceTable(b"k" * 32, store, clock, lifetime=timedelta(seconds=10))
+    other_replica = NonceTable(b"k" * 32, store, clock, lifetime=timedelta(seconds=10))
     first = table.issue()
-    assert table.consume(first) and not table.consume(first)
+    assert other_replica.consume(first) and not table.consume(first)
     late = table.issue()
-    now[0] = 11
+    clock.advance(timedelta(seconds=11))
     assert not table.consume(late)
-    nonces = [table.issue() for _ in range(5)]
-    assert not table.consume(nonces[0]) and table.consume(nonces[-1])
+    forged = NonceTable(b"x" * 32, store, clock).issue()
+    assert not table.consume(forged)
+    assert not table.consume("not base64 !") and not table.consume("")
+    assert not table.consume(first[:-2] + ("A" if first[-2] != "A" else "B") + first[-1])
 
 
 def test_identifiers() -> None:
@@ -224,13 +236,20 @@ def test_renewal_windows_spread_and_override() -> None:
     assert renewal.suggested_window(record, [override])[:2] == (now, now + timedelta(hours=6))
 
 
-def test_sliding_window() -> None:
-    now = [0.0]
-    window = SlidingWindow(2, 60, monotonic=lambda: now[0])
-    assert window.retry_after(["a"]) is None and window.retry_after(["a"]) is None
-    assert window.retry_after(["a"]) == 60
-    now[0] = 61
-    assert window.retry_after(["a"]) is None
+def test_shared_window_counts_across_replicas(tmp_path: Path) -> None:
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    store = SqlStore(f"sqlite:///{tmp_path / 'iotpki.db'}")
+    store.migrate()
+    one = SharedWindow(store, "orders", 2, timedelta(seconds=60), clock)
+    two = SharedWindow(store, "orders", 2, timedelta(seconds=60), clock)
+    assert one.retry_after(["a"]) is None and two.retry_after(["a"]) is None
+    assert one.retry_after(["a"]) == 60 and two.retry_after(["a"]) == 60  # refusals not counted
+    assert one.retry_after(["b"]) is None
+    clock.advance(timedelta(seconds=90))  # half of the previous window still counts: 2 * 0.5
+    assert two.retry_after(["a"]) is None
+    assert (wait := two.retry_after(["a"])) is not None and 1 <= wait <= 30
+    clock.advance(timedelta(seconds=120))
+    assert one.retry_after(["a"]) is None
 
 
 def test_csr_identifiers_report_other_names() -> None:
