@@ -220,7 +220,9 @@ def build_http_app(service: Service) -> ASGIApp:
     routes += crl_protocol.routes(service.revocation)
     ocsp = ocsp_protocol.OcspEndpoint(service.revocation.responder, service.installation.authority)
     routes += ocsp_protocol.routes(ocsp)
-    routes += scep_protocol.routes(ScepResponder(service.scep, _crl_source(service.revocation)))
+    routes += scep_protocol.routes(
+        ScepResponder(service.scep, service.installation.store, _crl_source(service.revocation))
+    )
     # Cached OCSP answers skip routing and timing: the hot path only looks up bytes.
     return ocsp_protocol.OcspFastPath(_app(routes, service, "http"), ocsp)
 

@@ -47,7 +47,9 @@ def test_challenge_create_prints_a_password_that_enrolls(home: Path) -> None:
         ra = service.registration_authorities("issuing")[0].certificate
         device = Device("cli-dev", rsa_key(40))
         now = inst.authority.clock.now()
-        answer = ScepResponder(service).pki_operation(device.pkcs_req(password, ra, now), "t")
+        answer = ScepResponder(service, inst.store).pki_operation(
+            device.pkcs_req(password, ra, now), "t"
+        )
         assert read_cert_rep(answer.body, ra, now).status is PkiStatus.SUCCESS
     finally:
         inst.close()
@@ -58,7 +60,7 @@ def test_pending_approve_and_reject(home: Path) -> None:
     try:
         service = scep_service(inst)
         ra = service.registration_authorities("issuing")[0].certificate
-        responder = ScepResponder(service)
+        responder = ScepResponder(service, inst.store)
         now = inst.authority.clock.now()
         first, second = Device("cli-a", rsa_key(41)), Device("cli-b", rsa_key(42))
         for device in (first, second):

@@ -95,8 +95,9 @@ class SharedStateSql:
                 self._insert(s.spent_tokens)
                 .values(scope=scope, token=token, value=value, expires_at=expires_at)
                 .on_conflict_do_nothing()
-            ).rowcount
-            if inserted:
+                .returning(c.token)  # rowcount is not reliable for a skipped insert
+            ).first()
+            if inserted is not None:
                 return None
             earlier = conn.execute(select(c.value).where(key)).scalar_one()
         return str(earlier)
@@ -186,15 +187,15 @@ class SharedStateSql:
         values = {"cert_der": cert_der, "key_ref": key_ref, "not_after": not_after}
         with self._short_write() as conn:
             if replace is None:
-                result = conn.execute(
+                statement = (
                     self._insert(s.ocsp_responders)
                     .values(ca_name=ca_name, **values)
                     .on_conflict_do_nothing()
                 )
             else:
-                result = conn.execute(
+                statement = (
                     update(s.ocsp_responders)
                     .where(c.ca_name == ca_name, c.cert_der == replace)
                     .values(**values)
                 )
-        return bool(result.rowcount)
+            return conn.execute(statement.returning(c.ca_name)).first() is not None

@@ -7,9 +7,9 @@ request is audited here, refusals included; a request that can be answered with 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +25,7 @@ from iotpki.core.authority import serial_hex
 from iotpki.core.csr import decode_csr
 from iotpki.core.keytypes import key_fingerprint
 from iotpki.core.models import CAKind, CAStatus
+from iotpki.core.ports.shared import OnceRegistry
 from iotpki.core.scep import RegistrationAuthority, ScepResult, ScepService
 from iotpki.errors import (
     AuthError,
@@ -59,7 +60,7 @@ CrlSource = Callable[[str], bytes | None]
 PKI_MESSAGE = "application/x-pki-message"
 _SIGNING_TIME_TOLERANCE = timedelta(hours=1)
 _CA_CACHE_SECONDS = 30.0
-_NONCES_KEPT = 100_000
+_NONCE_MEMORY = timedelta(days=1)  # how long a used senderNonce is remembered
 _DER = serialization.Encoding.DER
 _REQUESTS = frozenset(int(m) for m in MessageType) - {int(MessageType.CERT_REP)}
 
@@ -132,13 +133,15 @@ def _certs_only(certs: list[x509.Certificate], crl: bytes | None = None) -> byte
 class ScepResponder:
     """GetCACaps, GetCACert and PKIOperation for every issuing CA of the installation."""
 
-    def __init__(self, service: ScepService, crl_source: CrlSource | None = None) -> None:
+    def __init__(
+        self, service: ScepService, spent: OnceRegistry, crl_source: CrlSource | None = None
+    ) -> None:
         self._service = service
         self._authority = service.authority
+        self._spent = spent
         self._crl_source = crl_source
         self._lock = threading.Lock()
         self._cas: tuple[float, list[str]] | None = None
-        self._nonces: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -219,14 +222,13 @@ class ScepResponder:
         return ca, self._service.registration_authorities(ca)[0]
 
     def _check_nonce(self, message: PkiMessage) -> None:
-        """A senderNonce is used for one transaction and message type only (replays)."""
-        seen = (message.transaction_id, message.message_type)
-        with self._lock:
-            earlier = self._nonces.get(message.sender_nonce)
-            if earlier is None:
-                self._nonces[message.sender_nonce] = seen
-                if len(self._nonces) > _NONCES_KEPT:
-                    self._nonces.popitem(last=False)
+        """A senderNonce is used for one transaction and message type only (replays), on
+        whichever replica the request lands: the store remembers each for a day."""
+        transaction = hashlib.sha256(message.transaction_id.encode()).hexdigest()[:64]
+        seen = f"{transaction}:{message.message_type}"
+        nonce = hashlib.sha256(message.sender_nonce).hexdigest()
+        now = self._authority.clock.now()
+        earlier = self._spent.spend("scep-nonce", nonce, seen, now, now + _NONCE_MEMORY)
         if earlier is not None and earlier != seen:
             raise ScepFailure("senderNonce reused by another request", FailInfo.BAD_REQUEST)
 
