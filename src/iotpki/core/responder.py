@@ -2,8 +2,9 @@
 
 RFC 6960 section 4.2.2.2: each CA delegates OCSP signing to a certificate it issued with the
 id-kp-OCSPSigning EKU (from the ``ocsp-signer`` profile, which adds id-pkix-ocsp-nocheck); the
-CA key is not used for routine OCSP. The responder keys are made in memory by each process and
-never written anywhere; their certificates are recorded and audited like any other.
+CA key is not used for routine OCSP. A responder's key is kept encrypted by a key backend and
+its certificate in the store, so every replica and every restart signs with the same responder
+until it is renewed; the certificates are recorded and audited like any other.
 
 Responses for single-certificate requests without a nonce are signed ahead of need and kept in
 a dictionary keyed by (CA, serial, CertID hash): the HTTP route finds them without parsing.
@@ -19,12 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from iotpki.core.authority import Authority
-from iotpki.core.models import CertStatus, RevocationReason
+from iotpki.core.models import CertStatus, KeyAlgorithm, RevocationReason
+from iotpki.core.ports import KeyBackend
+from iotpki.core.ports.shared import ResponderStore
 from iotpki.core.publication import RevocationConfig, RevocationStore
 from iotpki.core.revocation import (
     CertId,
@@ -65,17 +68,31 @@ class CachedResponse:
 class _Responder:
     certificate: x509.Certificate
     key: ec.EllipticCurvePrivateKey
+    key_ref: str
+
+
+def _fresh(cert: x509.Certificate, now: datetime) -> bool:
+    """More than a third of the responder certificate's life remains."""
+    life = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return cert.not_valid_after_utc - now > life / _RENEW_FRACTION
 
 
 class OcspResponder:
     """Answers OCSP questions for every CA held here, from a cache of signed responses."""
 
     def __init__(
-        self, authority: Authority, store: RevocationStore, config: RevocationConfig
+        self,
+        authority: Authority,
+        store: RevocationStore,
+        config: RevocationConfig,
+        responders: ResponderStore,
+        keys: KeyBackend,
     ) -> None:
         self._authority = authority
         self._store = store
         self._config = config
+        self._kept = responders
+        self._keys = keys
         self._lock = threading.Lock()
         self._responders: dict[str, _Responder] = {}
         self._issuers: dict[tuple[str, bytes, bytes], str] = {}
@@ -122,21 +139,47 @@ class OcspResponder:
         return None if responder is None else responder.certificate
 
     def ensure_responders(self, now: datetime) -> list[str]:
-        """Issue a responder certificate for each CA lacking a fresh one; the CAs renewed."""
+        """Take up the kept responder of each CA, or issue one where it is missing or due for
+        renewal; the CAs whose responder this process issued."""
         renewed = []
         for ca_name in sorted(set(self._issuers.values())):
-            current = self._responders.get(ca_name)
-            if current is not None:
-                cert = current.certificate
-                life = cert.not_valid_after_utc - cert.not_valid_before_utc
-                if cert.not_valid_after_utc - now > life / _RENEW_FRACTION:
-                    continue
-            self._responders[ca_name] = self._issue_responder(ca_name)
-            renewed.append(ca_name)
+            responder, made = self._current(ca_name, now)
+            with self._lock:
+                self._responders[ca_name] = responder
+            if made:
+                renewed.append(ca_name)
         return renewed
 
+    def _current(self, ca_name: str, now: datetime) -> tuple[_Responder, bool]:
+        """The kept responder if it is fresh, else a new one (unless another replica was
+        quicker, whose responder is taken instead); whether this call issued it."""
+        kept = self._load(ca_name)
+        if kept is not None and _fresh(kept.certificate, now):
+            return kept, False
+        made = self._issue_responder(ca_name)
+        der = made.certificate.public_bytes(serialization.Encoding.DER)
+        replace = (
+            None if kept is None else kept.certificate.public_bytes(serialization.Encoding.DER)
+        )
+        after = made.certificate.not_valid_after_utc
+        if self._kept.put_ocsp_responder(ca_name, der, made.key_ref, after, replace=replace):
+            return made, True
+        return self._load(ca_name) or made, False
+
+    def _load(self, ca_name: str) -> _Responder | None:
+        kept = self._kept.ocsp_responder(ca_name)
+        if kept is None:
+            return None
+        der, key_ref = kept
+        key = self._keys.signer(key_ref)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            return None  # not a key this responder made: replace it
+        return _Responder(x509.load_der_x509_certificate(der), key, key_ref)
+
     def _issue_responder(self, ca_name: str) -> _Responder:
-        key = ec.generate_private_key(ec.SECP256R1())
+        key_ref = self._keys.generate(f"ocsp-{ca_name}", KeyAlgorithm.P256)
+        key = self._keys.signer(key_ref)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)  # P-256, as just asked for
         csr = (
             x509.CertificateSigningRequestBuilder()
             .subject_name(
@@ -145,7 +188,7 @@ class OcspResponder:
             .sign(key, hashes.SHA256())
         )
         issued = self._authority.issue(csr, profile="ocsp-signer", ca=ca_name, actor="system:ocsp")
-        return _Responder(issued.certificate, key)
+        return _Responder(issued.certificate, key, key_ref)
 
     def _responder(self, ca_name: str) -> _Responder:
         responder = self._responders.get(ca_name)
@@ -153,7 +196,8 @@ class OcspResponder:
             with self._lock:
                 responder = self._responders.get(ca_name)
                 if responder is None:
-                    responder = self._responders[ca_name] = self._issue_responder(ca_name)
+                    now = self._authority.clock.now()
+                    responder = self._responders[ca_name] = self._current(ca_name, now)[0]
         return responder
 
     # -- answering --------------------------------------------------------------------------

@@ -111,7 +111,9 @@ class RevocationService:
         self.config = revocation_config(inst.settings)
         self.store = SqlRevocationStore(inst.store)
         self.publisher = CrlPublisher(inst.authority, self.store, self.config)
-        self.responder = OcspResponder(inst.authority, self.store, self.config)
+        self.responder = OcspResponder(
+            inst.authority, self.store, self.config, inst.store, inst.keys["file"]
+        )
         self.partitions = PartitionPublisher(
             inst.authority,
             self.store,
