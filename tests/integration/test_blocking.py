@@ -33,11 +33,18 @@ def test_healthz_answers_while_an_acme_write_waits_on_the_lock(
         return transaction(readonly=readonly)
 
     monkeypatch.setattr(inst.store, "transaction", announced)
+    spend = inst.store.spend
+
+    def announced_spend(*args: Any) -> str | None:
+        writing.set()  # spending the nonce is the request's first write
+        return spend(*args)
+
+    monkeypatch.setattr(inst.store, "spend", announced_spend)
 
     holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
     with TestClient(build_https_app(Service(inst)), base_url="https://acme.test") as http:
         client = Client(http)
-        client.nonce = client.fresh_nonce()  # taken before the lock: nonces are in memory
+        client.nonce = client.fresh_nonce()  # issuing a nonce writes nothing
         holder.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
         registered: list[httpx.Response] = []
         acme = threading.Thread(target=lambda: registered.append(client.register()), daemon=True)

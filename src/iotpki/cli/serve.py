@@ -22,10 +22,14 @@ def serve(
     https_port: int | None = typer.Option(None, help="HTTPS port [default: 8443]"),
     http_port: int | None = typer.Option(None, help="HTTP port [default: 8080]"),
     access_log: bool = typer.Option(False, "--access-log", help="Log one line per request"),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Request processes [default: one per CPU]"
+    ),
 ) -> None:
     """Serve EST, ACME, the API and dashboard (HTTPS) and OCSP, CRLs, SCEP (HTTP)."""
     from iotpki.server import bind, check_keys
     from iotpki.server import serve as run_server
+    from iotpki.workers import default_workers, run_workers
 
     logging.getLogger("iotpki").setLevel(logging.INFO)
     inst = installation(ctx, create=True)
@@ -60,13 +64,21 @@ def serve(
             _say("joining the installation another replica has just initialised")
             check_keys(inst)
     urls = f"https://{_url_host(host)}:{https_port}/ and http://{_url_host(host)}:{http_port}/"
-    run_server(
-        inst,
-        https_socket,
-        http_socket,
-        access_log=access_log,
-        on_ready=lambda: _say(f"serving {urls}"),
-    )
+    count = workers or default_workers()
+    ready = f"serving {urls}" + (f" with {count} workers" if count > 1 else "")
+    if count == 1:
+        run_server(
+            inst, https_socket, http_socket, access_log=access_log, on_ready=lambda: _say(ready)
+        )
+    else:
+        run_workers(
+            inst,
+            https_socket,
+            http_socket,
+            count,
+            access_log=access_log,
+            on_ready=lambda: _say(ready),
+        )
     _say("stopped")
 
 

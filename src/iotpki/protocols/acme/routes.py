@@ -185,7 +185,10 @@ class AcmeEndpoint:
                 signed = jws.parse(body)
                 base = self.base(request)
                 # Section 6.5: each nonce once; section 6.4: the url is this request's URL.
-                if signed.nonce is None or not self.ctx.nonces.consume(signed.nonce):
+                spent = signed.nonce is not None and await self.ctx.run(
+                    self.ctx.nonces.consume, signed.nonce
+                )  # a write to the store, off the event loop
+                if not spent:
                     raise AcmeProblem("badNonce", "the nonce is unknown, used or expired")
                 expected = base + request.scope["path"].removeprefix(_PREFIX)
                 if signed.url != expected:
