@@ -219,8 +219,8 @@ def main() -> None:
             )
     console.print(table)
     console.print(
-        "target: P-256 CA on SQLite >= 0.6 x the bare loop (cfssl: ~2,200/s without "
-        "a database, ~660/s with SQLite on this class of machine)"
+        "target: P-256 CA on SQLite >= 0.5 x the bare loop on one core; cfssl is measured "
+        "beside the EST server in benchmarks/est.py"
     )
 
 

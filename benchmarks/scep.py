@@ -15,7 +15,7 @@ micromdm's CA is made with ``-keySize 2048`` (its default 4096 would slow it dow
 All three servers run at once and get their batches in turns, the order rotating each round,
 so that the drift of a shared machine falls on each alike; the table shows medians.
 
-Run as root: ``.venv/bin/python benchmarks/scep.py [--requests 100,200] [--clients 1,8]
+Run as root, with the interpreter iotpki is installed in: ``python benchmarks/scep.py [--requests 100,200] [--clients 1,8]
 [--rounds 3]``.
 """
 
@@ -50,7 +50,6 @@ from iotpki.protocols.scep.messages import MessageType, parse_pki_message
 from iotpki.services.installation import open_installation
 from iotpki.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY_CACHE = Path(tempfile.gettempdir()) / "iotpki-bench-scep-keys.pem"
 WARMUP = 8
 PASSPHRASE = "benchmark-passphrase"
@@ -259,8 +258,8 @@ def iotpki_server(
         IOTPKI_PASSPHRASE=PASSPHRASE,
         IOTPKI_LINT_BACKGROUND=str(background_lint).lower(),
     )
-    command = [str(ROOT / ".venv/bin/iotpki"), "serve", "--http-port", str(port),
-               "--https-port", str(_free_port())]  # fmt: skip
+    command = [sys.executable, "-m", "iotpki.cli", "serve", "--workers", "1",
+               "--http-port", str(port), "--https-port", str(_free_port())]  # fmt: skip
     with _running(command, port, env=env) as pid:
         ra = _ra_of(_get(port, "operation=GetCACert"))
         now = datetime.now(UTC)

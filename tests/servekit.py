@@ -34,12 +34,18 @@ def wait(done: Callable[[], bool], what: str) -> None:
 
 
 class Server:
-    """A running ``iotpki serve`` whose stdout and stderr lines are collected as they come."""
+    """A running ``iotpki serve`` whose stdout and stderr lines are collected as they come.
+
+    One request process unless ``args`` name ``--workers``: a test's output does not depend on
+    the CPUs of the machine it runs on.
+    """
 
     def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.https_port, self.http_port = free_port(), free_port()
         command = [*IOTPKI, "--home", str(home), "serve"]
         command += ["--https-port", str(self.https_port), "--http-port", str(self.http_port)]
+        if "--workers" not in args:
+            command += ["--workers", "1"]
         self.process = subprocess.Popen(
             [*command, *args],
             env=env or environment(),

@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ class _Master:
     def _run_worker(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
+        master = os.getppid()
+        threading.Thread(target=_stop_when_orphaned, args=(master,), daemon=True).start()
         try:
             inst = open_installation(self.settings)
         except Exception:
@@ -167,6 +170,13 @@ def run_workers(
     os.close(ready_write)
     for sock in (https_socket, http_socket):
         sock.close()
+
+
+def _stop_when_orphaned(master: int) -> None:
+    """A worker whose master died (SIGKILL leaves no time to stop it) stops itself."""
+    while os.getppid() == master:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextlib.contextmanager

@@ -26,15 +26,13 @@ def replicas() -> Iterator[Callable[[Path, str], Server]]:
 
     def start(home: Path, database_url: str) -> Server:
         env = environment(IOTPKI_DATABASE_URL=database_url, IOTPKI_PASSPHRASE=PASSPHRASE)
-        server = Server(home, env=env)
+        server = Server(home, "--workers", "2", env=env)
         started.append(server)
         return server
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-        server.finish(stop=False)
+        server.finish()
 
 
 def _cacerts(server: Server) -> bytes:

@@ -1,0 +1,93 @@
+"""``serve --workers 2`` on SQLite: two request processes on the same listeners share a
+concurrent load; a worker killed with SIGKILL in the middle is started again; every certificate
+a client received is stored, no serial is issued twice and the audit chain verifies."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import ssl
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from servekit import BOUND, IOTPKI, Server, environment, wait
+
+pytestmark = pytest.mark.interop
+
+
+def _workers(master: int) -> set[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def _csr(name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_two_workers_share_the_load_and_a_killed_one_comes_back(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    server = Server(home, "--workers", "2")
+    try:
+        server.wait_serving()
+        assert server.out[-1].endswith("with 2 workers")
+        token = next(line.strip() for line in server.out if re.fullmatch(r"\s+itk_\S+", line))
+        root = subprocess.run(
+            [*IOTPKI, "--home", str(home), "ca", "show", "root", "--pem"],
+            env=environment(), capture_output=True, check=True, timeout=BOUND,
+        ).stdout  # fmt: skip
+        (tmp_path / "root.pem").write_bytes(root)
+        trust = ssl.create_default_context(cafile=tmp_path / "root.pem")
+        first = _workers(server.process.pid)
+        assert len(first) == 2
+        url = f"https://127.0.0.1:{server.https_port}/api/v1/certificates"
+        headers = {"authorization": f"Bearer {token}"}
+        received: list[str] = []
+        failed: list[str] = []
+
+        def issue(n: int) -> None:
+            body = {"csr": _csr(f"dev-{n}"), "profile": "device", "device_id": f"dev-{n}"}
+            try:
+                with httpx.Client(verify=trust, timeout=BOUND) as client:
+                    response = client.post(url, json=body, headers=headers)
+            except httpx.TransportError as exc:  # the killed worker's connections
+                failed.append(repr(exc))
+                return
+            assert response.status_code == 201, response.text
+            received.append(response.json()["serial"])
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(issue, range(30)))
+            os.kill(min(first), signal.SIGKILL)
+            list(pool.map(issue, range(30, 60)))
+        wait(lambda: len(_workers(server.process.pid)) == 2, "the killed worker restarted")
+        assert _workers(server.process.pid) != first
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(issue, range(60, 80)))
+        assert len(received) >= 60, failed  # only requests in the killed worker may fail
+        database = sqlite3.connect(home / "iotpki.db")
+        stored = [row[0] for row in database.execute("SELECT serial FROM certificates")]
+        database.close()
+        assert set(received) <= set(stored)
+        assert len(stored) == len(set(stored))  # no serial twice
+        verify = subprocess.run(
+            [*IOTPKI, "--home", str(home), "audit", "verify"],
+            env=environment(), capture_output=True, text=True, timeout=BOUND,
+        )  # fmt: skip
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        status = server.finish()
+    assert status == 0, server.out + server.err
+    assert not any("Traceback" in line for line in server.err)
