@@ -17,7 +17,7 @@ __all__ = ["generated_secret", "write_atomically", "write_private"]
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write a file so that readers see the old or the new content, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if mode & 0o077 == 0 else 0o777)
+    _make_directories(path.parent, 0o700 if mode & 0o077 == 0 else 0o777)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
@@ -29,6 +29,17 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _make_directories(directory: Path, mode: int) -> None:
+    """Create ``directory`` and each missing parent with ``mode`` (``mkdir(parents=True)``
+    would give the parents the umask's default instead)."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for each in reversed(missing):
+        each.mkdir(mode=mode, exist_ok=True)
 
 
 def write_private(path: Path, data: bytes) -> None:

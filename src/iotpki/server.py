@@ -59,7 +59,7 @@ from iotpki.protocols.est.routes import est_routes
 from iotpki.protocols.est.tls import trust_bootstrap_cas
 from iotpki.protocols.http import blocking
 from iotpki.protocols.scep.responder import CrlSource, ScepResponder
-from iotpki.services.attestation import AKCA_SECRET, AkcaService
+from iotpki.services.attestation import AKCA_SECRET, AkcaService, EkRoots
 from iotpki.services.installation import Installation
 from iotpki.services.revocation import RevocationService
 from iotpki.store.acme import SqlAcmeStore
@@ -196,7 +196,8 @@ def _acme_routes(inst: Installation) -> list[BaseRoute]:
 def _akca_routes(inst: Installation) -> list[BaseRoute]:
     """The AK CA endpoints (issue 9): unauthenticated, proven by TPM credential activation."""
     secret = inst.secrets.get(AKCA_SECRET)
-    service = AkcaService(inst.settings, inst.authority, secret, inst.store)
+    ek_roots = EkRoots(inst.store, inst.home)
+    service = AkcaService(inst.settings, inst.authority, ek_roots, secret, inst.store)
     per_minute = inst.settings.attestation.akca_requests_per_minute
     return akca_routes(service, inst.authority, inst.store, per_minute=per_minute)
 

@@ -39,7 +39,8 @@ def _root(ca: bool = True) -> x509.Certificate:
 
 def test_trust_list_untrust(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    make_installation(home).close()
+    inst = make_installation(home)
+    roots = EkRoots(inst.store, home)
     root = _root()
     pem_file = tmp_path / "vendor.pem"
     pem_file.write_bytes(root.public_bytes(serialization.Encoding.PEM))
@@ -52,20 +53,36 @@ def test_trust_list_untrust(tmp_path: Path) -> None:
     audit = runner.invoke(app, ["--home", str(home), "audit", "verify"])
     assert audit.exit_code == 0, audit.output
 
-    fingerprint = EkRoots(home).add(root, datetime.now(UTC))
+    fingerprint = roots.add(root, datetime.now(UTC))
     result = runner.invoke(app, ["--home", str(home), "akca", "untrust-ek-root", fingerprint])
     assert result.exit_code == 0, result.output
-    assert EkRoots(home).certificates() == []
+    assert roots.certificates() == []
     missing = runner.invoke(app, ["--home", str(home), "akca", "untrust-ek-root", fingerprint])
     assert missing.exit_code != 0
+    inst.close()
+
+
+def test_roots_an_older_release_kept_as_files_move_into_the_store(tmp_path: Path) -> None:
+    inst = make_installation(tmp_path / "home")
+    try:
+        legacy = inst.home / "akca" / "ek-roots"
+        legacy.mkdir(parents=True)
+        root = _root()
+        (legacy / "vendor.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+        EkRoots(inst.store, inst.home)
+        other_replica = EkRoots(inst.store, tmp_path / "empty-home")
+        assert other_replica.certificates() == [root]
+    finally:
+        inst.close()
 
 
 def test_roots_follow_the_registered_ek_roots(tmp_path: Path) -> None:
     inst = make_installation(tmp_path / "home")
     try:
-        trust = AttestationTrust(inst.settings, inst.authority)
+        roots = EkRoots(inst.store, inst.home)
+        trust = AttestationTrust(inst.settings, inst.authority, roots)
         assert trust.roots() == []
-        EkRoots(inst.home).add(_root(), inst.authority.clock.now())
+        roots.add(_root(), inst.authority.clock.now())
         issuing = inst.authority.chain(inst.authority.default_issuing_ca())[0]
         assert trust.roots() == [issuing]
         actions = [e.action for e in inst.store.audit_events()]
@@ -75,5 +92,9 @@ def test_roots_follow_the_registered_ek_roots(tmp_path: Path) -> None:
 
 
 def test_non_ca_root_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(MalformedInput):
-        EkRoots(tmp_path).add(_root(ca=False), datetime.now(UTC))
+    inst = make_installation(tmp_path / "home")
+    try:
+        with pytest.raises(MalformedInput):
+            EkRoots(inst.store, inst.home).add(_root(ca=False), datetime.now(UTC))
+    finally:
+        inst.close()

@@ -113,11 +113,14 @@ def world(
     directory = tmp_path_factory.mktemp("device-attest")
     clock = ManualClock()
     inst = make_installation(directory / "home", clock=clock)
-    EkRoots(inst.home).add(manufactured_tpm.manufacturer_root, clock.now())
+    ek_roots = EkRoots(inst.store, inst.home)
+    ek_roots.add(manufactured_tpm.manufacturer_root, clock.now())
     queue = ValidationQueue(manual=True)
     ctx = acme_context(inst, queue=queue)
     routes = acme_routes(ctx) + akca_routes(
-        AkcaService(inst.settings, inst.authority, inst.secrets.get(AKCA_SECRET), inst.store),
+        AkcaService(
+            inst.settings, inst.authority, ek_roots, inst.secrets.get(AKCA_SECRET), inst.store
+        ),
         inst.authority,
         inst.store,
         per_minute=1000,

@@ -21,6 +21,9 @@ def test_write_private_is_owner_only_in_an_owner_only_directory(tmp_path: Path) 
     assert target.read_bytes() == b"secret"
     assert _mode(target) == 0o600
     assert _mode(target.parent) == 0o700
+    nested = tmp_path / "crl" / "issuing" / "p0001.crl"  # every new parent is private too
+    write_private(nested, b"crl")
+    assert _mode(tmp_path / "crl") == _mode(nested.parent) == 0o700
 
 
 def test_write_atomically_sets_the_mode_and_replaces(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def trust_ek_root(
 ) -> None:
     """Register EK manufacturer root certificates (each must be a CA valid now)."""
     inst = installation(ctx)
-    roots = EkRoots(inst.home)
+    roots = EkRoots(inst.store, inst.home)
     for cert in load_pem_bundle(file):
         fingerprint = roots.add(cert, inst.authority.clock.now())
         inst.authority.record_event(
@@ -59,7 +59,7 @@ def untrust_ek_root(
 ) -> None:
     """Withdraw a registered EK manufacturer root."""
     inst = installation(ctx)
-    if not EkRoots(inst.home).remove(fingerprint):
+    if not EkRoots(inst.store, inst.home).remove(fingerprint):
         raise NotFound(f"no trusted EK root with fingerprint {fingerprint}")
     inst.authority.record_event("cli", "akca.ek_root.untrusted", fingerprint.lower(), {})
     console.print(f"untrusted {fingerprint.lower()}")
@@ -87,9 +87,10 @@ def _root(trust: str, cert: x509.Certificate) -> dict[str, object]:
 def list_roots(ctx: typer.Context, wide: bool = WIDE_OPTION, as_json: bool = JSON_OPTION) -> None:
     """The trusted EK roots, and the roots device-attest-01 verifies against."""
     inst = installation(ctx)
-    records = [_root("EK root (AK CA)", c) for c in EkRoots(inst.home).certificates()]
+    ek_roots = EkRoots(inst.store, inst.home)
+    records = [_root("EK root (AK CA)", c) for c in ek_roots.certificates()]
     records += [
         _root("device-attest-01", c)
-        for c in AttestationTrust(inst.settings, inst.authority).roots()
+        for c in AttestationTrust(inst.settings, inst.authority, ek_roots).roots()
     ]
     print_records(records, _COLUMNS, wide=wide, as_json=as_json)

@@ -4,8 +4,8 @@ manufacturer roots the AK CA trusts, its HMAC key, and the AK CA service itself.
 Where things live:
 
 - ``[attestation] roots``: PEM bundles of TPM-manufacturer / attestation-key CA roots;
-- ``<home>/akca/ek-roots/<sha256>.pem``: EK manufacturer roots registered with
-  ``iotpki akca trust-ek-root`` (re-read on every request, so no restart is needed);
+- EK manufacturer roots registered with ``iotpki akca trust-ek-root``, in the store (read on
+  every request, so no restart is needed and every replica trusts them at once);
 - the key of the AK CA's stateless challenges is an installation secret sealed in the database
   (``keys.sealed``), so every replica checks the answers to every other's challenges.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -27,12 +27,13 @@ from iotpki.core.akca import AK_PROFILE, ActivationChallenge, AttestationKeyCA
 from iotpki.core.akca import ak_certificate_decision as _ak_decision
 from iotpki.core.authority import Authority, Issued
 from iotpki.core.policy import parse_duration
-from iotpki.core.ports.shared import OnceRegistry
+from iotpki.core.ports.shared import OnceRegistry, TrustedRootStore
 from iotpki.errors import ConfigError, MalformedInput
 from iotpki.settings import Settings
 
 __all__ = ["AKCA_SECRET", "AkcaService", "AttestationTrust", "EkRoots", "load_pem_bundle"]
 
+_EK_ROOT = "tpm-ek"  # the kind of the registered roots
 AKCA_SECRET = "akca-hmac"  # the name of the challenge key among the sealed secrets
 
 
@@ -52,10 +53,21 @@ def _fingerprint(cert: x509.Certificate) -> str:
 
 
 class EkRoots:
-    """The EK manufacturer roots the AK CA trusts: one PEM file each under the home."""
+    """The EK manufacturer roots the AK CA trusts, registered in the store for every replica.
 
-    def __init__(self, home: Path) -> None:
-        self.directory = home / "akca" / "ek-roots"
+    Roots an older release kept as PEM files under ``<home>/akca/ek-roots`` are registered
+    from there the first time the home is opened.
+    """
+
+    def __init__(self, store: TrustedRootStore, home: Path) -> None:
+        self._store = store
+        legacy = home / "akca" / "ek-roots"
+        if legacy.is_dir():
+            now = datetime.now(UTC)
+            for path in sorted(legacy.glob("*.pem")):
+                for cert in load_pem_bundle(path):
+                    der = cert.public_bytes(serialization.Encoding.DER)
+                    store.add_trusted_root(_EK_ROOT, _fingerprint(cert), der, now)
 
     def add(self, cert: x509.Certificate, now: datetime) -> str:
         """Register a CA certificate valid now; returns its SHA-256 fingerprint."""
@@ -68,41 +80,30 @@ class EkRoots:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise MalformedInput("the EK manufacturer root is not valid now")
         fingerprint = _fingerprint(cert)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / f"{fingerprint}.pem").write_bytes(
-            cert.public_bytes(serialization.Encoding.PEM)
-        )
+        der = cert.public_bytes(serialization.Encoding.DER)
+        self._store.add_trusted_root(_EK_ROOT, fingerprint, der, now)
         return fingerprint
 
     def remove(self, fingerprint: str) -> bool:
         """Withdraw a registered root by fingerprint; False when there was none."""
-        path = self.directory / f"{fingerprint.lower()}.pem"
-        if path.parent != self.directory or not path.is_file():
-            return False
-        path.unlink()
-        return True
+        return self._store.remove_trusted_root(_EK_ROOT, fingerprint.lower()[:64])
 
     def certificates(self) -> list[x509.Certificate]:
         """The registered roots, in fingerprint order."""
-        if not self.directory.is_dir():
-            return []
-        found: list[x509.Certificate] = []
-        for path in sorted(self.directory.glob("*.pem")):
-            found.extend(load_pem_bundle(path))
-        return found
+        return [x509.load_der_x509_certificate(der) for der in self._store.trusted_roots(_EK_ROOT)]
 
     def any(self) -> bool:
         """Whether any root is registered."""
-        return self.directory.is_dir() and any(self.directory.glob("*.pem"))
+        return bool(self._store.trusted_roots(_EK_ROOT))
 
 
 class AttestationTrust:
     """The roots device-attest-01 verifies against (configured bundles and the AK CA's CA)."""
 
-    def __init__(self, settings: Settings, authority: Authority) -> None:
+    def __init__(self, settings: Settings, authority: Authority, ek_roots: EkRoots) -> None:
         self._authority = authority
         self._akca_ca = settings.attestation.akca_ca
-        self._ek_roots = EkRoots(settings.home)
+        self._ek_roots = ek_roots
         self._configured = [
             cert
             for path in settings.attestation.roots
@@ -126,11 +127,16 @@ class AkcaService:
     """The AK CA of an installation: credential activation, then the AK certificate."""
 
     def __init__(
-        self, settings: Settings, authority: Authority, secret: bytes, spent: OnceRegistry
+        self,
+        settings: Settings,
+        authority: Authority,
+        ek_roots: EkRoots,
+        secret: bytes,
+        spent: OnceRegistry,
     ) -> None:
         self._authority = authority
-        self._trust = AttestationTrust(settings, authority)
-        self._ek_roots = EkRoots(settings.home)
+        self._trust = AttestationTrust(settings, authority, ek_roots)
+        self._ek_roots = ek_roots
         self._secret = secret
         self._spent = spent
         self._validity = parse_duration(settings.attestation.activation_validity)

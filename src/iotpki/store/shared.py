@@ -1,5 +1,5 @@
-"""SQL for the state replicas share: wrapped keys, sealed secrets, spent tokens, rate counters
-and OCSP responders (``core.ports.shared``).
+"""SQL for the state replicas share: wrapped keys, sealed secrets, spent tokens, rate counters,
+OCSP responders and trusted roots (``core.ports.shared``).
 
 A mixin of :class:`iotpki.store.sql.SqlStore`: each call is one short write transaction of its
 own. Rows are claimed with an insert that does nothing on conflict, so that replicas racing for
@@ -199,3 +199,34 @@ class SharedStateSql:
                     .values(**values)
                 )
             return conn.execute(statement.returning(c.ca_name)).first() is not None
+
+    # -- TrustedRootStore ---------------------------------------------------------------------
+
+    def trusted_roots(self, kind: str) -> list[bytes]:
+        """The DER certificates registered for ``kind``, in fingerprint order."""
+        c = s.trusted_roots.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(c.der).where(c.kind == kind).order_by(c.fingerprint)
+            ).scalars()
+            return [bytes(der) for der in rows]
+
+    def add_trusted_root(self, kind: str, fingerprint: str, der: bytes, now: datetime) -> None:
+        """Register a certificate (registering it again changes nothing)."""
+        with self._short_write() as conn:
+            conn.execute(
+                self._insert(s.trusted_roots)
+                .values(kind=kind, fingerprint=fingerprint, der=der, added_at=now)
+                .on_conflict_do_nothing()
+            )
+
+    def remove_trusted_root(self, kind: str, fingerprint: str) -> bool:
+        """Withdraw a registered certificate; False when there was none."""
+        c = s.trusted_roots.c
+        with self._short_write() as conn:
+            gone = conn.execute(
+                delete(s.trusted_roots)
+                .where(c.kind == kind, c.fingerprint == fingerprint)
+                .returning(c.fingerprint)
+            ).first()
+        return gone is not None

@@ -10,8 +10,9 @@ __all__ = [
     "KeyVault",
     "OnceRegistry",
     "RateCounters",
-    "ReplayAndRates",
     "ResponderStore",
+    "SharedState",
+    "TrustedRootStore",
 ]
 
 
@@ -90,5 +91,21 @@ class ResponderStore(Protocol):
         ...
 
 
-class ReplayAndRates(OnceRegistry, RateCounters, Protocol):
-    """What a protocol endpoint shares with the other replicas: replay records and rates."""
+class TrustedRootStore(Protocol):
+    """CA certificates registered as trust anchors of a kind (e.g. TPM EK manufacturer roots)."""
+
+    def trusted_roots(self, kind: str) -> list[bytes]:
+        """The DER certificates registered for ``kind``, in fingerprint order."""
+        ...
+
+    def add_trusted_root(self, kind: str, fingerprint: str, der: bytes, now: datetime) -> None:
+        """Register a certificate (registering it again changes nothing)."""
+        ...
+
+    def remove_trusted_root(self, kind: str, fingerprint: str) -> bool:
+        """Withdraw a registered certificate; False when there was none."""
+        ...
+
+
+class SharedState(OnceRegistry, RateCounters, TrustedRootStore, Protocol):
+    """What a protocol endpoint shares with the other replicas: replays, rates and anchors."""

@@ -12,13 +12,13 @@ from cryptography import x509
 from iotpki.core.acme_ports import AcmeStore
 from iotpki.core.authority import Authority
 from iotpki.core.policy import parse_duration
-from iotpki.core.ports.shared import ReplayAndRates
+from iotpki.core.ports.shared import SharedState
 from iotpki.protocols.acme.challenges import NetworkValidator, ValidationSettings, Validator
 from iotpki.protocols.acme.context import AcmeConfig, AcmeContext
 from iotpki.protocols.acme.nonces import NONCE_SECRET, NonceTable
 from iotpki.protocols.acme.routes import acme_routes
 from iotpki.protocols.acme.validation import ValidationQueue
-from iotpki.services.attestation import AttestationTrust
+from iotpki.services.attestation import AttestationTrust, EkRoots
 from iotpki.settings import AcmeSettings, Settings
 
 __all__ = [
@@ -66,7 +66,7 @@ def build_context(
     authority: Authority,
     store: AcmeStore,
     settings: Settings,
-    shared: ReplayAndRates,
+    shared: SharedState,
     nonce_key: bytes,
     *,
     validator: Validator | None = None,
@@ -91,5 +91,6 @@ def build_context(
         profiles=settings.resolved_profiles(),
         validator=validator or NetworkValidator(config.validation),
         queue=queue,
-        attestation_roots=attestation_roots or AttestationTrust(settings, authority).roots,
+        attestation_roots=attestation_roots
+        or AttestationTrust(settings, authority, EkRoots(shared, settings.home)).roots,
     )

@@ -51,6 +51,7 @@ from iotpki.store.schema.shared import (
     rate_counters,
     sealed_secrets,
     spent_tokens,
+    trusted_roots,
     wrapped_keys,
 )
 
@@ -94,6 +95,7 @@ __all__ = [
     "secret_lockouts",
     "signin_throttle",
     "spent_tokens",
+    "trusted_roots",
     "usage_events",
     "users",
     "web_sessions",

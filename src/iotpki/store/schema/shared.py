@@ -1,5 +1,6 @@
 """State every replica reads (migration replicas_0001): CA keys, sealed secrets, spent one-time
-tokens, rate counters and the OCSP responders' delegated certificates."""
+tokens, rate counters, the OCSP responders' delegated certificates and registered trust
+anchors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from sqlalchemy import Column, Index, Integer, LargeBinary, String, Table
 
 from iotpki.store.schema.base import UTCDateTime, metadata
 
-__all__ = ["ocsp_responders", "rate_counters", "sealed_secrets", "spent_tokens", "wrapped_keys"]
+__all__ = [
+    "ocsp_responders",
+    "rate_counters",
+    "sealed_secrets",
+    "spent_tokens",
+    "trusted_roots",
+    "wrapped_keys",
+]
 
 wrapped_keys = Table(
     "wrapped_keys",
@@ -52,4 +60,13 @@ ocsp_responders = Table(
     Column("cert_der", LargeBinary, nullable=False),
     Column("key_ref", String(128), nullable=False),
     Column("not_after", UTCDateTime, nullable=False),
+)
+
+trusted_roots = Table(
+    "trusted_roots",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("fingerprint", String(64), primary_key=True),
+    Column("der", LargeBinary, nullable=False),
+    Column("added_at", UTCDateTime, nullable=False),
 )

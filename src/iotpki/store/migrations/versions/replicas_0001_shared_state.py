@@ -1,6 +1,7 @@
 """State every replica shares: CA keys of the file backend (encrypted PKCS#8), sealed installation
 secrets, spent one-time tokens (ACME nonces, SCEP sender nonces, AK CA activations), windowed rate
-counters and the OCSP responders' delegated certificates.
+counters, the OCSP responders' delegated certificates and registered trust anchors (the AK CA's
+EK manufacturer roots, which lived as files in one replica's home).
 
 Revision ID: replicas_0001
 Revises: 0001
@@ -56,9 +57,18 @@ def upgrade() -> None:
         sa.Column("not_after", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("ca_name"),
     )
+    op.create_table(
+        "trusted_roots",
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("der", sa.LargeBinary(), nullable=False),
+        sa.Column("added_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("kind", "fingerprint"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("trusted_roots")
     op.drop_table("ocsp_responders")
     op.drop_index("ix_rate_counters_window", table_name="rate_counters")
     op.drop_table("rate_counters")
