@@ -61,6 +61,7 @@ from iotpki.protocols.http import blocking
 from iotpki.protocols.scep.responder import CrlSource, ScepResponder
 from iotpki.services.attestation import AKCA_SECRET, AkcaService, EkRoots
 from iotpki.services.installation import Installation
+from iotpki.services.jobs import JobScope
 from iotpki.services.revocation import RevocationService
 from iotpki.store.acme import SqlAcmeStore
 from iotpki.web import web_routes
@@ -72,6 +73,7 @@ __all__ = [
     "build_https_app",
     "check_keys",
     "ensure_tls_identity",
+    "run_jobs",
     "serve",
 ]
 
@@ -411,10 +413,13 @@ def serve(
     *,
     access_log: bool = False,
     on_ready: Callable[[], None] | None = None,
+    jobs: JobScope = "all",
 ) -> None:
     """Run both listeners on their bound sockets until SIGINT or SIGTERM.
 
-    ``on_ready`` is called once both listeners accept connections.
+    ``on_ready`` is called once both listeners accept connections. ``jobs`` says which
+    background jobs run here: ``all`` in a single process, ``process`` in a request worker
+    whose installation-wide jobs run in a job worker (:func:`run_jobs`).
     """
     service = Service(inst)
     key_path, cert_path = ensure_tls_identity(inst)
@@ -436,7 +441,7 @@ def serve(
     _configure_logging(access_log)
     listeners = [(_Listener(https), https_socket), (_Listener(http), http_socket)]
     stop = threading.Event()
-    if inst.settings.lint_background:
+    if inst.settings.lint_background and jobs != "process":
         threading.Thread(target=_background_lint, args=(inst, stop), daemon=True).start()
     threading.Thread(target=keep_client_anchors, args=(tls, inst, stop), daemon=True).start()
 
@@ -452,9 +457,9 @@ def serve(
             on_ready()
         await asyncio.gather(*tasks)
 
-    service.revocation.start()
+    service.revocation.start(jobs)
     monitoring_jobs = service.monitor.jobs()
-    monitoring_jobs.start()
+    monitoring_jobs.start(jobs)
     try:
         uvloop.run(main())
     finally:
@@ -463,6 +468,34 @@ def serve(
         monitoring_jobs.stop()
         for _, sock in listeners:
             sock.close()
+
+
+def run_jobs(inst: Installation) -> None:
+    """The installation's background work, without listeners, until SIGINT or SIGTERM:
+    linting issued certificates, CRL publication, scans, webhook deliveries, folded refusals.
+
+    Each job takes its cross-process lock, so any number of job workers (one per replica, or
+    ``iotpki worker`` processes) run each job once at a time.
+    """
+    stopped = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stopped.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    service = Service(inst)
+    if inst.settings.lint_background:
+        threading.Thread(target=_background_lint, args=(inst, stopped), daemon=True).start()
+    service.revocation.start("installation")
+    monitoring_jobs = service.monitor.jobs()
+    monitoring_jobs.start("installation")
+    try:
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        service.revocation.stop()
+        monitoring_jobs.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _stop_all(listeners: list[_Listener]) -> None:

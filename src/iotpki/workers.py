@@ -1,4 +1,5 @@
-"""``serve --workers N``: a pre-fork master and N request processes on the same listeners.
+"""``serve --workers N``: a pre-fork master, N request processes on the same listeners and one
+job worker.
 
 The master binds the sockets, makes what the workers would otherwise race for (the HTTPS
 listener's identity), forks the workers and then only watches them: a worker that dies is
@@ -8,8 +9,11 @@ when all have ended. Each worker opens the installation itself after the fork, s
 connection, key session or thread crosses the fork; the kernel spreads new connections over
 the workers' accept calls on the shared sockets.
 
-Background jobs run in every worker under the store's cross-process locks (PostgreSQL advisory
-locks, ``flock`` beside a SQLite database), so each runs in one process at a time.
+The request workers run only the jobs that keep their own state current (OCSP cache, CRLs);
+the installation's background work (linting, CRL publication, scans, webhooks) runs in the job
+worker, off the request processes' CPU, under the store's cross-process locks (PostgreSQL
+advisory locks, ``flock`` beside a SQLite database) so that each job runs once at a time
+across replicas.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from iotpki.server import ensure_tls_identity, serve
+from iotpki.server import ensure_tls_identity, run_jobs, serve
 from iotpki.services.installation import Installation, open_installation
 from iotpki.settings import Settings
 
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 _STOP_GRACE = 30.0  # seconds a worker has to finish its requests before it is killed
 _QUICK_DEATH = 5.0  # a worker that dies sooner than this after its start is restarted slowly
 _MAX_PAUSE = 30.0
+JOB_SLOT = -1  # the slot of the job worker; request workers are 0..N-1
 
 
 def default_workers() -> int:
@@ -66,10 +71,10 @@ class _Master:
     def start(self, slot: int, pause: float = 0.0) -> None:
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the master's code
-            os._exit(self._run_worker())
+            os._exit(self._run_worker(slot))
         self.workers[pid] = _Worker(slot, pid, time.monotonic(), pause)
 
-    def _run_worker(self) -> int:
+    def _run_worker(self, slot: int) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         master = os.getppid()
@@ -81,13 +86,19 @@ class _Master:
             return 1
         https, http = self.sockets
         try:
-            serve(
-                inst,
-                https,
-                http,
-                access_log=self.access_log,
-                on_ready=self._announce,
-            )
+            if slot == JOB_SLOT:
+                https.close()  # the job worker accepts no connections
+                http.close()
+                run_jobs(inst)
+            else:
+                serve(
+                    inst,
+                    https,
+                    http,
+                    access_log=self.access_log,
+                    on_ready=self._announce,
+                    jobs="process",
+                )
         except Exception:
             log.exception("a worker failed")
             return 1
@@ -148,14 +159,16 @@ def run_workers(
     *,
     access_log: bool = False,
     on_ready: Callable[[], None] | None = None,
+    jobs: bool = True,
 ) -> None:
-    """Serve with ``workers`` processes until SIGINT or SIGTERM; ``on_ready`` once all accept."""
+    """Serve with ``workers`` request processes (and, with ``jobs``, a job worker) until SIGINT
+    or SIGTERM; ``on_ready`` once every request worker accepts."""
     ensure_tls_identity(inst)  # made once here, found by every worker
     inst.close()  # nothing of it may cross the fork
     ready_read, ready_write = os.pipe()
     master = _Master(inst.settings, (https_socket, http_socket), access_log, ready_write)
     with _signals() as signalled:
-        for slot in range(workers):
+        for slot in [*range(workers), *([JOB_SLOT] if jobs else [])]:
             master.start(slot)
         ready = 0
         while not signalled():

@@ -11,9 +11,10 @@ import typer
 from iotpki.cli.context import installation
 from iotpki.core.access import create_token
 from iotpki.core.models import Role
+from iotpki.errors import ConfigError
 from iotpki.settings import CONFIG_FILE, default_home
 
-__all__ = ["first_start_notice", "serve"]
+__all__ = ["first_start_notice", "serve", "worker"]
 
 
 def serve(
@@ -24,6 +25,9 @@ def serve(
     access_log: bool = typer.Option(False, "--access-log", help="Log one line per request"),
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Request processes [default: one per CPU]"
+    ),
+    jobs: bool = typer.Option(
+        True, "--jobs/--no-jobs", help="Run the background jobs here too (or in `iotpki worker`)"
     ),
 ) -> None:
     """Serve EST, ACME, the API and dashboard (HTTPS) and OCSP, CRLs, SCEP (HTTP)."""
@@ -68,7 +72,12 @@ def serve(
     ready = f"serving {urls}" + (f" with {count} workers" if count > 1 else "")
     if count == 1:
         run_server(
-            inst, https_socket, http_socket, access_log=access_log, on_ready=lambda: _say(ready)
+            inst,
+            https_socket,
+            http_socket,
+            access_log=access_log,
+            on_ready=lambda: _say(ready),
+            jobs="all" if jobs else "process",
         )
     else:
         run_workers(
@@ -78,7 +87,22 @@ def serve(
             count,
             access_log=access_log,
             on_ready=lambda: _say(ready),
+            jobs=jobs,
         )
+    _say("stopped")
+
+
+def worker(ctx: typer.Context) -> None:
+    """Run the background jobs (lint, CRLs, scans, webhooks) without listeners."""
+    from iotpki.server import check_keys, run_jobs
+
+    logging.getLogger("iotpki").setLevel(logging.INFO)
+    inst = installation(ctx)
+    if not inst.is_initialised():
+        raise ConfigError("the installation is not initialised: start `iotpki serve` first")
+    check_keys(inst)
+    _say("running the background jobs")
+    run_jobs(inst)
     _say("stopped")
 
 

@@ -1,8 +1,13 @@
 """A small runner of periodic background jobs for the server.
 
 Each job runs on one thread of the runner at its interval (or sooner when woken). An exclusive
-job first takes a lock named after it across replicas (a PostgreSQL advisory lock; SQLite has a
-single host), so that only one replica of a deployment runs it at a time; the others skip it.
+job does the installation's work (publishing CRLs, scans, webhook deliveries): it first takes a
+lock named after it across processes (a PostgreSQL advisory lock, a ``flock`` beside a SQLite
+database), so that one process of a deployment runs it at a time; the others skip it. The other
+jobs keep one process's own state current (its OCSP cache, its copy of the CRLs).
+
+A runner started for the ``process`` scope runs only the latter (a request worker), one started
+for the ``installation`` scope only the former (the job worker); ``all`` runs both.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Literal
 
-__all__ = ["Job", "JobRunner"]
+__all__ = ["Job", "JobRunner", "JobScope"]
 
 log = logging.getLogger(__name__)
 
 Lock = Callable[[str], AbstractContextManager[bool]]
+JobScope = Literal["all", "process", "installation"]
 
 
 @dataclass
@@ -65,8 +72,12 @@ class JobRunner:
                 job.next_run = 0.0
         self._wake.set()
 
-    def start(self) -> None:
-        """Start the runner thread."""
+    def start(self, scope: JobScope = "all") -> None:
+        """Start the runner thread for the jobs of ``scope`` (none: no thread)."""
+        if scope != "all":
+            self._jobs = [job for job in self._jobs if job.exclusive is (scope == "installation")]
+        if not self._jobs:
+            return
         self._thread = threading.Thread(target=self._loop, name="iotpki-jobs", daemon=True)
         self._thread.start()
 

@@ -32,7 +32,7 @@ from iotpki.core.responder import OcspResponder
 from iotpki.errors import ConfigError
 from iotpki.files import write_atomically
 from iotpki.services.installation import Installation
-from iotpki.services.jobs import Job, JobRunner
+from iotpki.services.jobs import Job, JobRunner, JobScope
 from iotpki.settings import RevocationPeriodSettings, Settings
 from iotpki.store.revocation import SqlRevocationStore
 
@@ -198,11 +198,11 @@ class RevocationService:
         self.responder.refresh(now)
         self.responder.presign(now)
 
-    def start(self) -> None:
-        """Prepare the responders and start the background jobs."""
+    def start(self, scope: JobScope = "all") -> None:
+        """Prepare the responders and start the background jobs of ``scope``."""
         self.refresh_responders()
-        self.runner.start()
-        self.partition_runner.start()
+        self.runner.start(scope)
+        self.partition_runner.start(scope)
 
     def stop(self) -> None:
         """Stop the background jobs."""
