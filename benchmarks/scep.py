@@ -15,8 +15,8 @@ micromdm's CA is made with ``-keySize 2048`` (its default 4096 would slow it dow
 All three servers run at once and get their batches in turns, the order rotating each round,
 so that the drift of a shared machine falls on each alike; the table shows medians.
 
-Run as root, with the interpreter iotpki is installed in: ``python benchmarks/scep.py [--requests 100,200] [--clients 1,8]
-[--rounds 3]``.
+Run as root, with the interpreter iotpki is installed in:
+``python benchmarks/scep.py [--requests 100,200] [--clients 1,8] [--rounds 3]``.
 """
 
 from __future__ import annotations
