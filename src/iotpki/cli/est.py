@@ -10,6 +10,7 @@ from iotpki.cli.context import console, installation, read_file
 from iotpki.core.encoding import load_certificate
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.policy import parse_duration
+from iotpki.server import enrollment
 
 __all__ = ["app"]
 
@@ -23,7 +24,7 @@ app.add_typer(request, name="request")
 
 
 def _enrollment(ctx: typer.Context) -> Enrollment:
-    return Enrollment(installation(ctx).authority)
+    return enrollment(installation(ctx))
 
 
 @bootstrap.command("add")

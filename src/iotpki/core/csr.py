@@ -13,18 +13,33 @@ import re
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Protocol, TypeVar, cast
 
+from asn1crypto import csr as asn1_csr
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import AttributeOID
 
 from iotpki.core.encoding import parse_error_reason
+from iotpki.core.x509util import signature_valid
 from iotpki.errors import BadCSR, BadSignature
 
-__all__ = ["MAX_RSA_BITS", "decode_csr", "load_csr", "signature_verified"]
+__all__ = [
+    "MAX_RSA_BITS",
+    "KeyRequest",
+    "ProvenRequest",
+    "check_request_key",
+    "decode_csr",
+    "load_csr",
+    "read_template",
+    "signature_verified",
+]
 
 MAX_RSA_BITS = 16384
 """The largest RSA modulus read at all: verifying a bigger one costs the server, not the sender."""
@@ -47,6 +62,53 @@ _PARSE_ERRORS = (
 _T = TypeVar("_T")
 _VERIFIED_MAX = 4096  # digests of recently verified CSRs: the requests in flight, with room
 _LOCATION = re.compile(r"location: \[([^\]]*)\]")
+
+
+class KeyRequest(Protocol):
+    """What the authority reads of a certificate request: a PKCS#10 CSR, or a
+    :class:`ProvenRequest` of a protocol with its own request format (CRMF)."""
+
+    @property
+    def subject(self) -> x509.Name:
+        """The requested subject."""
+        ...
+
+    @property
+    def extensions(self) -> x509.Extensions:
+        """The requested extensions."""
+        ...
+
+    def public_key(self) -> CertificatePublicKeyTypes:
+        """The key to certify."""
+        ...
+
+    @property
+    def is_signature_valid(self) -> bool:
+        """Whether the requester proved possession of the key's private half."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenRequest:
+    """A request that is not PKCS#10 (a CRMF CertRequest, RFC 4211): subject, extensions and
+    key as the adapter read them through, and the signature by that key over ``signed`` that
+    proves possession (POPOSigningKey, RFC 4211 section 4.1); verified here, not by the adapter."""
+
+    subject: x509.Name
+    extensions: x509.Extensions
+    key: CertificatePublicKeyTypes
+    signed: bytes
+    signature: bytes
+    algorithm: str  # dotted OID of the signature algorithm
+
+    def public_key(self) -> CertificatePublicKeyTypes:
+        """The key to certify."""
+        return self.key
+
+    @property
+    def is_signature_valid(self) -> bool:
+        """Whether the proof-of-possession signature verifies with the requested key."""
+        return signature_valid(self.key, self.algorithm, self.signature, self.signed)
 
 
 def decode_csr(der: bytes) -> x509.CertificateSigningRequest:
@@ -92,13 +154,16 @@ class _VerifiedDigests:
 _verified = _VerifiedDigests(_VERIFIED_MAX)
 
 
-def signature_verified(csr: x509.CertificateSigningRequest) -> bool:
-    """Whether the CSR's signature verifies; a CSR :func:`decode_csr` accepted is not re-verified.
+def signature_verified(request: KeyRequest) -> bool:
+    """Whether the request's signature verifies; a CSR :func:`decode_csr` accepted is not
+    re-verified.
 
     The authority calls this as the signer's last guard: adapters hand it the CSR they decoded,
     so each request's signature is verified once, and a CSR built or loaded elsewhere still is.
     """
-    return _verified.verify(csr)
+    if isinstance(request, ProvenRequest):
+        return request.is_signature_valid
+    return _verified.verify(cast(x509.CertificateSigningRequest, request))
 
 
 def _complete(
@@ -116,16 +181,55 @@ def _complete(
     return csr
 
 
+def read_template(
+    subject: bytes, public_key: bytes, extensions: bytes | None
+) -> tuple[x509.Name, x509.Extensions, CertificatePublicKeyTypes]:
+    """The subject, extensions and key of a request that is not PKCS#10, from the DER of its
+    Name, SubjectPublicKeyInfo and Extensions, read through the same guards as a CSR's.
+
+    They are framed as an unsigned CSR (asn1crypto) for cryptography to parse; the proof of
+    possession is the caller's (:class:`ProvenRequest`). BadCSR if any of them does not parse.
+    """
+    try:
+        attributes = []
+        if extensions is not None:
+            values = [asn1_x509.Extensions.load(extensions, strict=True)]
+            attributes.append({"type": "extension_request", "values": values})
+        info = {
+            "version": "v1",
+            "subject": asn1_x509.Name.load(subject, strict=True),
+            "subject_pk_info": asn1_keys.PublicKeyInfo.load(public_key, strict=True),
+            "attributes": attributes,
+        }
+        framed = asn1_csr.CertificationRequest(
+            {
+                "certification_request_info": info,
+                "signature_algorithm": {"algorithm": "sha256_ecdsa"},
+                "signature": b"",
+            }
+        ).dump()
+        csr = x509.load_der_x509_csr(framed)
+    except (*_PARSE_ERRORS, x509.InvalidVersion) as exc:
+        raise BadCSR(f"the certificate template does not parse: {exc}", reason="encoding") from exc
+    _read_fields(csr)
+    return csr.subject, csr.extensions, csr.public_key()
+
+
 def _read_through(csr: x509.CertificateSigningRequest) -> None:
     """Read every field of a loaded CSR the server uses; BadCSR or BadSignature on failure."""
-    _guarded("subject", lambda: _check_name(csr.subject))
-    _guarded("public_key", lambda: _check_public_key(csr))
+    _read_fields(csr)
     _guarded("signature_algorithm", lambda: _check_signature_algorithm(csr))
-    _guarded("attributes", lambda: _check_attributes(csr))
-    _guarded("extensions", lambda: _check_extensions(csr))
     valid = _guarded("signature", lambda: signature_verified(csr))
     if not valid:
         raise BadSignature("the CSR's signature does not verify", reason="signature")
+
+
+def _read_fields(csr: x509.CertificateSigningRequest) -> None:
+    """Read the subject, key, attributes and extensions of a loaded CSR through the guards."""
+    _guarded("subject", lambda: _check_name(csr.subject))
+    _guarded("public_key", lambda: _check_public_key(csr))
+    _guarded("attributes", lambda: _check_attributes(csr))
+    _guarded("extensions", lambda: _check_extensions(csr))
 
 
 def _guarded(field: str, read: Callable[[], _T]) -> _T:
@@ -159,8 +263,12 @@ def _check_name(name: x509.Name) -> None:
 
 
 def _check_public_key(csr: x509.CertificateSigningRequest) -> None:
-    """The key loads (cryptography checks RSA ranges and EC points); RSA sizes are bounded."""
-    key = csr.public_key()
+    check_request_key(csr.public_key())
+
+
+def check_request_key(key: CertificatePublicKeyTypes) -> None:
+    """The bounds of a requested key that loaded (cryptography checks RSA ranges and EC
+    points): an RSA modulus and exponent a signer may verify against."""
     if isinstance(key, rsa.RSAPublicKey):
         numbers = key.public_numbers()
         if numbers.n.bit_length() > MAX_RSA_BITS:

@@ -25,9 +25,11 @@ from iotpki.core.authenticators import (
     Authenticators,
     Authorization,
     SecretLimits,
+    derived_secret,
     secret_hash,
 )
 from iotpki.core.authority import Authority, Issued, RecordHook
+from iotpki.core.csr import KeyRequest
 from iotpki.core.device_id import check_device_id
 from iotpki.core.keytypes import algorithm_of, generate_private_key, signature_hash
 from iotpki.core.models import (
@@ -92,11 +94,19 @@ class Pending:
 class Enrollment:
     """Registry of bootstrap CAs, devices, secrets and approvals; enrollment on top of them."""
 
-    def __init__(self, authority: Authority, config: EnrollmentConfig | None = None) -> None:
+    def __init__(
+        self,
+        authority: Authority,
+        config: EnrollmentConfig | None = None,
+        secret_key: bytes | None = None,
+    ) -> None:
+        """``secret_key`` is the installation's enrollment key: secrets made under it can also
+        key a message MAC (CMP); without it they are random and good for EST only."""
         self.authority = authority
         self.config = config or EnrollmentConfig()
         self._store = authority.store
-        self.authenticators = Authenticators(authority, self.config.secret_limits)
+        self._secret_key = secret_key
+        self.authenticators = Authenticators(authority, self.config.secret_limits, secret_key)
 
     def _now(self) -> datetime:
         return self.authority.clock.now()
@@ -247,10 +257,14 @@ class Enrollment:
             lifetime = lifetime or self.config.default_secret_lifetime
             if lifetime <= timedelta(0):
                 raise RequestError("the secret's lifetime must be positive")
-            secret = secrets.token_urlsafe(24)
+            secret_id = secrets.token_hex(8)
+            if self._secret_key is None:
+                secret = secrets.token_urlsafe(24)
+            else:
+                secret = derived_secret(self._secret_key, secret_id)
             now = self._now()
             record = EnrollmentSecretRecord(
-                secret_id=secrets.token_hex(8),
+                secret_id=secret_id,
                 device_id=device_id,
                 secret_hash=secret_hash(secret),
                 created_at=now,
@@ -322,7 +336,7 @@ class Enrollment:
     def enroll(
         self,
         authorization: Authorization,
-        csr: x509.CertificateSigningRequest,
+        csr: KeyRequest,
         *,
         profile: str | None = None,
         ca: str | None = None,
@@ -362,11 +376,11 @@ class Enrollment:
     def _approval_gate(
         self,
         authorization: Authorization,
-        csr: x509.CertificateSigningRequest,
+        csr: KeyRequest,
         profile: str,
         ca: str | None,
     ) -> ApprovalRecord | Pending:
-        fingerprint = hashlib.sha256(csr.public_bytes(_DER)).hexdigest()
+        fingerprint = _request_fingerprint(csr)
         now = self._now()
         with self._store.transaction() as tx:
             record = tx.find_approval(authorization.device, fingerprint)
@@ -427,7 +441,7 @@ class Enrollment:
 
         return hook
 
-    def reenroll(self, authorization: Authorization, csr: x509.CertificateSigningRequest) -> Issued:
+    def reenroll(self, authorization: Authorization, csr: KeyRequest) -> Issued:
         """RFC 7030 section 4.2.2: a new certificate for the same identity (a new key: rekey)."""
         current = authorization.current
         if current is None:
@@ -437,8 +451,18 @@ class Enrollment:
         )
 
 
+def _request_fingerprint(csr: KeyRequest) -> str:
+    """What identifies a request waiting for approval: a CSR's DER, else its key and subject."""
+    if isinstance(csr, x509.CertificateSigningRequest):
+        data = csr.public_bytes(_DER)
+    else:
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        data = csr.public_key().public_bytes(_DER, spki) + csr.subject.public_bytes()
+    return hashlib.sha256(data).hexdigest()
+
+
 def _server_generated(
-    csr: x509.CertificateSigningRequest,
+    csr: KeyRequest,
 ) -> tuple[CertificateIssuerPrivateKeyTypes, x509.CertificateSigningRequest]:
     """A new key of the CSR's key type (P-256 if unknown) and the CSR remade with it."""
     algorithm = algorithm_of(csr.public_key()) or KeyAlgorithm.P256

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from iotpki.core.csr import KeyRequest
 from iotpki.core.device_id import is_device_id
 from iotpki.core.keyquality import weaknesses
 from iotpki.core.keytypes import (
@@ -79,6 +80,7 @@ EKU_NAMES: dict[str, x509.ObjectIdentifier] = {
     "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
     "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
     "OCSPSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
+    "cmcRA": x509.ObjectIdentifier("1.3.6.1.5.5.7.3.28"),  # RFC 6402: signs CMP answers
 }
 KEY_TYPES = tuple(KeyType)
 _SAN_TYPES = ("dns", "ip", "uri", "email")
@@ -206,6 +208,17 @@ DEFAULT_PROFILES: dict[str, Profile] = {
             lint="always",
             operational=True,
         ),
+        Profile(  # RFC 9483 section 3.1: the key that signs a CA's CMP answers
+            name="cmp-signer",
+            identity="responder",
+            key_types=_ALL_KEYS,
+            default_lifetime=timedelta(days=90),
+            max_lifetime=timedelta(days=397),
+            key_usage=("digital_signature",),
+            extended_key_usage=("cmcRA",),
+            lint="always",
+            operational=True,
+        ),
         Profile(  # RFC 8894 section 2.1: the RA signs CertReps and decrypts requests
             name="scep-ra",
             identity="responder",
@@ -317,7 +330,7 @@ class Decision:
     extensions: tuple[tuple[x509.ExtensionType, bool], ...]
 
 
-def _requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+def _requested_sans(csr: KeyRequest) -> list[x509.GeneralName]:
     try:
         ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
@@ -325,14 +338,14 @@ def _requested_sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralNam
     return list(ext.value)
 
 
-def _common_name(csr: x509.CertificateSigningRequest) -> str | None:
+def _common_name(csr: KeyRequest) -> str | None:
     values = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(values) > 1:
         raise PolicyViolation("the CSR subject has more than one commonName")
     return str(values[0].value) if values else None
 
 
-def _check_csr_extensions(csr: x509.CertificateSigningRequest, profile: Profile) -> None:
+def _check_csr_extensions(csr: KeyRequest, profile: Profile) -> None:
     """A CSR can never make itself a CA, nor ask for usages the profile does not grant."""
     for ext in csr.extensions:
         if isinstance(ext.value, x509.BasicConstraints):
@@ -468,7 +481,7 @@ def _usage_extensions(
 
 
 def decide(
-    csr: x509.CertificateSigningRequest,
+    csr: KeyRequest,
     profile: Profile,
     *,
     now: datetime,

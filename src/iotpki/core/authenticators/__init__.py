@@ -1,10 +1,11 @@
 """Who may enroll, decided in one place: credentials in, an :class:`Authorization` out.
 
 One file per method (step-ca's provisioners are the model): ``secret`` (one-time enrollment
-secret), ``bootstrap`` (IDevID from a registered bootstrap CA), ``current`` (the device's
-current certificate), ``scep_challenge`` (SCEP challenge password), ``acme_account`` (an
-ACME account finalizing an order its authorizations cover). :class:`Authenticators`
-dispatches, audits refusals and consumes one-time credentials inside the issuing transaction.
+secret, in the clear or as a MAC key), ``bootstrap`` (IDevID from a registered bootstrap CA),
+``current`` (the device's current certificate), ``scep_challenge`` (SCEP challenge
+password), ``acme_account`` (an ACME account finalizing an order its authorizations cover).
+:class:`Authenticators` dispatches, audits refusals and consumes one-time credentials inside the
+issuing transaction.
 A protocol adapter turns its request into :data:`Credentials` and a :class:`Context`.
 """
 
@@ -23,13 +24,21 @@ from iotpki.core.authenticators.model import (
     Credentials,
     CredentialUse,
     CurrentCertificate,
+    MacProof,
     OneTimeSecret,
     ScepChallenge,
 )
-from iotpki.core.authenticators.secret import SecretLimits, check_active, secret_hash
+from iotpki.core.authenticators.secret import (
+    ENROLLMENT_KEY,
+    SecretLimits,
+    check_active,
+    derived_secret,
+    secret_hash,
+)
 
 __all__ = [
     "DEVICE_IDENTIFIERS",
+    "ENROLLMENT_KEY",
     "AcmeAccountAuthenticator",
     "AcmeAccountOrder",
     "Authenticator",
@@ -40,11 +49,13 @@ __all__ = [
     "CredentialUse",
     "Credentials",
     "CurrentCertificate",
+    "MacProof",
     "OneTimeSecret",
     "ScepChallenge",
     "SecretLimits",
     "check_active",
     "consume",
+    "derived_secret",
     "idevid_identity",
     "secret_hash",
 ]

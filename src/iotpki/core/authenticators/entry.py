@@ -23,11 +23,16 @@ from iotpki.core.authenticators.model import (
     Credentials,
     CredentialUse,
     CurrentCertificate,
+    MacProof,
     OneTimeSecret,
     ScepChallenge,
 )
 from iotpki.core.authenticators.scep_challenge import ChallengeAuthenticator
-from iotpki.core.authenticators.secret import SecretAuthenticator, SecretLimits
+from iotpki.core.authenticators.secret import (
+    MacAuthenticator,
+    SecretAuthenticator,
+    SecretLimits,
+)
 from iotpki.core.authority import Authority, RecordHook
 from iotpki.core.models import CertificateRecord, EnrollMethod
 from iotpki.core.ports import StoreTransaction
@@ -55,15 +60,22 @@ def consume(tx: StoreTransaction, use: CredentialUse, at: datetime) -> None:
 class Authenticators:
     """Every authentication method, behind one entry."""
 
-    def __init__(self, authority: Authority, limits: SecretLimits | None = None) -> None:
+    def __init__(
+        self,
+        authority: Authority,
+        limits: SecretLimits | None = None,
+        secret_key: bytes | None = None,
+    ) -> None:
         self.authority = authority
         store, clock = authority.store, authority.clock
         self.secret = SecretAuthenticator(store, clock, limits)
+        self.mac = MacAuthenticator(self.secret, secret_key)
         self.bootstrap = BootstrapAuthenticator(store, clock)
         self.current = CurrentAuthenticator(store, clock)
         self.challenge = ChallengeAuthenticator(store, clock)
         self._by_type: dict[type, Authenticator[Any]] = {
             OneTimeSecret: self.secret,
+            MacProof: self.mac,
             BootstrapCertificate: self.bootstrap,
             CurrentCertificate: self.current,
             ScepChallenge: self.challenge,

@@ -8,6 +8,7 @@ is an :class:`iotpki.errors.IotpkiError` carrying its reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -24,6 +25,7 @@ __all__ = [
     "CredentialUse",
     "Credentials",
     "CurrentCertificate",
+    "MacProof",
     "OneTimeSecret",
     "ScepChallenge",
 ]
@@ -35,6 +37,15 @@ class OneTimeSecret:
 
     device_id: str
     secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class MacProof:
+    """A message MAC-protected with a device's one-time enrollment secret (CMP, RFC 9481):
+    ``verify`` says whether a candidate secret makes the message's MAC."""
+
+    device_id: str
+    verify: Callable[[bytes], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +69,7 @@ class ScepChallenge:
     password: str | None
 
 
-Credentials = OneTimeSecret | BootstrapCertificate | CurrentCertificate | ScepChallenge
+Credentials = OneTimeSecret | MacProof | BootstrapCertificate | CurrentCertificate | ScepChallenge
 """Every credential an enrollment request can present."""
 
 
@@ -96,6 +107,7 @@ class Authorization:
     use: CredentialUse | None = None
     bootstrap_ca: str | None = None
     current: CertificateRecord | None = None  # the certificate a renewal replaces
+    mac_key: bytes | None = None  # the secret a MAC-protected protocol protects replies with
 
     @property
     def device(self) -> str:

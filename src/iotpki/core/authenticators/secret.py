@@ -4,12 +4,18 @@ Failed guesses lock the device's secrets for a while for the source address they
 that a stranger elsewhere cannot lock a device out, and for every source once a much higher
 per-device ceiling is reached (distributed guessing). The secret is consumed in the transaction
 that records the certificate (:func:`iotpki.core.authenticators.consume`).
+
+A secret made under the installation's enrollment key (:func:`derived_secret`) can be
+recomputed by the server, which still stores only its hash: that is what lets a protocol whose
+messages are MAC-protected with it (CMP) check the MAC (:class:`MacAuthenticator`).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NoReturn
@@ -19,6 +25,7 @@ from iotpki.core.authenticators.model import (
     Authorization,
     Context,
     CredentialUse,
+    MacProof,
     OneTimeSecret,
 )
 from iotpki.core.device_id import is_device_id
@@ -26,12 +33,31 @@ from iotpki.core.models import EnrollmentSecretRecord, EnrollMethod, SecretLocko
 from iotpki.core.ports import Clock, Store, StoreTransaction
 from iotpki.errors import AuthError, Forbidden, RateLimited
 
-__all__ = ["SecretAuthenticator", "SecretLimits", "check_active", "secret_hash"]
+__all__ = [
+    "ENROLLMENT_KEY",
+    "MacAuthenticator",
+    "SecretAuthenticator",
+    "SecretLimits",
+    "check_active",
+    "derived_secret",
+    "secret_hash",
+]
+
+ENROLLMENT_KEY = "enrollment-secrets"
+"""The name of the installation's enrollment key among its sealed secrets."""
+
+_Match = Callable[[list[EnrollmentSecretRecord]], tuple[EnrollmentSecretRecord, bytes] | None]
 
 
 def secret_hash(secret: str) -> str:
     """The SHA-256 under which a one-time secret is stored."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def derived_secret(key: bytes, secret_id: str) -> str:
+    """The one-time secret with id ``secret_id`` under the installation's enrollment key."""
+    digest = hmac.new(key, b"iotpki enrollment secret " + secret_id.encode(), "sha256").digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode()
 
 
 def check_active(tx: StoreTransaction, device_id: str) -> None:
@@ -71,7 +97,18 @@ class SecretAuthenticator:
         ``max_secret_failures``, and for every source after ``max_device_failures``, for
         ``lockout`` (``RateLimited``).
         """
-        device_id = credentials.device_id
+        digest = secret_hash(credentials.secret)
+
+        def match(
+            stored: list[EnrollmentSecretRecord],
+        ) -> tuple[EnrollmentSecretRecord, bytes] | None:
+            found = next((s for s in stored if hmac.compare_digest(s.secret_hash, digest)), None)
+            return None if found is None else (found, credentials.secret.encode())
+
+        return self.authorize_with(credentials.device_id, context, match)
+
+    def authorize_with(self, device_id: str, context: Context, match: _Match) -> Authorization:
+        """The device if ``match`` finds its secret among those stored; locks as above."""
         if not is_device_id(device_id):
             raise AuthError("the user name is not a valid device ID")
         source = source_key(context.source)
@@ -86,13 +123,13 @@ class SecretAuthenticator:
         if locked:
             wait = int((max(locked) - now).total_seconds()) + 1
             raise RateLimited("too many failed attempts: enrollment locked", retry_after=wait)
-        digest = secret_hash(credentials.secret)
-        match = next((s for s in stored if hmac.compare_digest(s.secret_hash, digest)), None)
-        if match is None:
+        found = match(stored)
+        if found is None:
             self._count_failure(context, device_id, source, live, now)
-        if match.used_at is not None:
+        record, secret = found
+        if record.used_at is not None:
             raise AuthError("the enrollment secret was already used")
-        if match.expires_at <= now:
+        if record.expires_at <= now:
             raise AuthError("the enrollment secret has expired")
         with self._store.transaction(readonly=True) as tx:
             check_active(tx, device_id)
@@ -100,9 +137,10 @@ class SecretAuthenticator:
             device_id=device_id,
             method=self.method,
             protocol=context.protocol,
-            profile=match.profile,
-            approval=match.approval,
-            use=CredentialUse(self.method, match.secret_id, device_id, context.transaction_id),
+            profile=record.profile,
+            approval=record.approval,
+            use=CredentialUse(self.method, record.secret_id, device_id, context.transaction_id),
+            mac_key=secret,
         )
 
     def _count_failure(
@@ -141,3 +179,39 @@ class SecretAuthenticator:
                 data: dict[str, object] = {"source": source, "scope": scope, "until": str(until)}
                 tx.append_audit(now, actor, f"{context.protocol}.secret.locked", device_id, data)
         raise AuthError("wrong or unknown enrollment secret", locked=bool(locked))
+
+
+class MacAuthenticator:
+    """A message MAC-protected with the device's one-time secret, made under ``key``; wrong
+    MACs count as failed guesses of the device's secrets, as wrong secrets do."""
+
+    method = EnrollMethod.SECRET
+
+    def __init__(self, secrets: SecretAuthenticator, key: bytes | None) -> None:
+        self._secrets = secrets
+        self._key = key
+
+    def claimed(self, credentials: MacProof) -> str:
+        """The device the message claims to come from (its senderKID)."""
+        return credentials.device_id[:128]
+
+    def authorize(self, credentials: MacProof, context: Context) -> Authorization:
+        """The device, if the message's MAC is made with one of its secrets."""
+
+        def match(
+            stored: list[EnrollmentSecretRecord],
+        ) -> tuple[EnrollmentSecretRecord, bytes] | None:
+            for record in stored:
+                secret = self.secret_of(record.secret_id)
+                if secret is None:
+                    return None
+                made_here = hmac.compare_digest(secret_hash(secret.decode()), record.secret_hash)
+                if made_here and credentials.verify(secret):
+                    return record, secret
+            return None
+
+        return self._secrets.authorize_with(credentials.device_id, context, match)
+
+    def secret_of(self, secret_id: str) -> bytes | None:
+        """The secret with id ``secret_id`` as the enrollment key makes it (None without one)."""
+        return None if self._key is None else derived_secret(self._key, secret_id).encode()

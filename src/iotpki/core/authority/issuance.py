@@ -14,7 +14,7 @@ from iotpki.core.authority._base import DER, Issued, RecordHook, SigningCA, seri
 from iotpki.core.authority.cas import CertificateAuthorities
 from iotpki.core.authority.lint import Lint
 from iotpki.core.authority.revocation import one_certificate
-from iotpki.core.csr import signature_verified
+from iotpki.core.csr import KeyRequest, signature_verified
 from iotpki.core.keyquality import is_blocklisted
 from iotpki.core.keytypes import algorithm_of, key_fingerprint, signature_hash
 from iotpki.core.models import (
@@ -82,7 +82,7 @@ class Issuance(CertificateAuthorities, Lint):
 
     def issue(
         self,
-        csr: x509.CertificateSigningRequest,
+        csr: KeyRequest,
         *,
         profile: str,
         actor: str,
@@ -157,7 +157,7 @@ class Issuance(CertificateAuthorities, Lint):
         serial: str,
         *,
         actor: str,
-        csr: x509.CertificateSigningRequest | None = None,
+        csr: KeyRequest | None = None,
         ca: str | None = None,
         lifetime: timedelta | None = None,
         within: RecordHook | None = None,
@@ -338,7 +338,7 @@ def _sans_text(sans: tuple[x509.GeneralName, ...] | list[x509.GeneralName]) -> t
     return tuple(f"{prefixes.get(type(n), 'other')}:{n.value}" for n in sans)
 
 
-def _cn_or_blank(csr: x509.CertificateSigningRequest) -> str:
+def _cn_or_blank(csr: KeyRequest) -> str:
     values = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else ""
 
