@@ -40,6 +40,7 @@ from iotpki.api.enrollment import enrollment_api_routes
 from iotpki.api.monitoring import monitoring_api_routes
 from iotpki.api.routes import AdminApi
 from iotpki.api.scep import scep_api_routes
+from iotpki.core.authenticators import ENROLLMENT_KEY
 from iotpki.core.encoding import pem
 from iotpki.core.enrollment import Enrollment, EnrollmentConfig
 from iotpki.core.models import CAStatus
@@ -51,6 +52,7 @@ from iotpki.monitoring.metrics import CONTENT_TYPE_LATEST, Metrics, route_label
 from iotpki.monitoring.service import Monitor
 from iotpki.net.asgi_tls import TLSExtensionProtocol
 from iotpki.protocols import acme, aia
+from iotpki.protocols import cmp as cmp_protocol
 from iotpki.protocols import crl as crl_protocol
 from iotpki.protocols import ocsp as ocsp_protocol
 from iotpki.protocols import scep as scep_protocol
@@ -162,6 +164,7 @@ def build_https_app(service: Service) -> ASGIApp:
     """The application behind the HTTPS listener."""
     # Device-facing protocols first: Starlette tries routes in order, and they carry the load.
     routes = _est_routes(service.installation) + _acme_routes(service.installation)
+    routes += _cmp_routes(service.installation)
     routes += _common_routes(service) + api_routes(service.installation.authority)
     routes += scep_api_routes(service.scep)
     routes += _akca_routes(service.installation)
@@ -206,7 +209,14 @@ def _akca_routes(inst: Installation) -> list[BaseRoute]:
 
 def enrollment(inst: Installation) -> Enrollment:
     """The installation's device enrollment service (EST and its admin API)."""
-    return Enrollment(inst.authority, EnrollmentConfig(retry_after=inst.settings.est_retry_after))
+    config = EnrollmentConfig(retry_after=inst.settings.est_retry_after)
+    return Enrollment(inst.authority, config, inst.secrets.get(ENROLLMENT_KEY))
+
+
+def _cmp_routes(inst: Installation) -> list[BaseRoute]:
+    """CMP on either listener: its messages protect themselves."""
+    signers = cmp_protocol.Signers(inst.authority, inst.store, inst.keys["file"])
+    return cmp_protocol.routes(cmp_protocol.CmpResponder(enrollment(inst), inst.store, signers))
 
 
 def _est_routes(inst: Installation) -> list[BaseRoute]:
@@ -226,6 +236,7 @@ def build_http_app(service: Service) -> ASGIApp:
     routes += scep_protocol.routes(
         ScepResponder(service.scep, service.installation.store, _crl_source(service.revocation))
     )
+    routes += _cmp_routes(service.installation)
     # Cached OCSP answers skip routing and timing: the hot path only looks up bytes.
     return ocsp_protocol.OcspFastPath(_app(routes, service, "http"), ocsp)
 
