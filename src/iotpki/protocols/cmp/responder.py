@@ -49,7 +49,7 @@ from iotpki.errors import (
     NotFound,
     PolicyViolation,
 )
-from iotpki.protocols.cmp import bodies, codec
+from iotpki.protocols.cmp import bodies, codec, general
 from iotpki.protocols.cmp.codec import IMPLICIT_CONFIRM, CmpFailure, FailInfo, ReadMessage
 from iotpki.protocols.cmp.protection import (
     MacParameters,
@@ -76,18 +76,6 @@ _REVOCATION_REASONS = {
     5: RevocationReason.CESSATION_OF_OPERATION,
 }
 _REASON_CODE = "2.5.29.21"
-_CA_CERTS = "1.3.6.1.5.5.7.4.17"  # id-it-caCerts (RFC 9480 section 2.14)
-_ROOT_CA_CERT = "1.3.6.1.5.5.7.4.20"  # id-it-rootCaCert: asks whether the root was updated
-_ROOT_CA_KEY_UPDATE = "1.3.6.1.5.5.7.4.18"
-_SIGN_KEY_PAIR_TYPES = "1.3.6.1.5.5.7.4.2"
-_KEY_ALGORITHMS = {  # the AlgorithmIdentifier announced for each profile key type
-    "p256": ("1.2.840.10045.2.1", "1.2.840.10045.3.1.7"),
-    "p384": ("1.2.840.10045.2.1", "1.3.132.0.34"),
-    "rsa": ("1.2.840.113549.1.1.1", None),
-    "ed25519": ("1.3.101.112", None),
-    "ml-dsa-44": ("2.16.840.1.101.3.4.3.17", None),
-    "ml-dsa-65": ("2.16.840.1.101.3.4.3.18", None),
-}
 
 
 @dataclass(slots=True)
@@ -513,32 +501,8 @@ class CmpResponder:
     ) -> _Answer:
         """genp: CA certificates, root CA update and accepted key types, as asked."""
         self._authenticate(read, ca, source, protection)
-        ca_name = ca or self._authority.default_issuing_ca()
-        asked = [str(itav["infoType"]) for itav in read.body] or [_CA_CERTS]
-        answers: list[rfc9480.InfoTypeAndValue] = []
-        for oid in asked:
-            if oid == _CA_CERTS:
-                certs = univ.SequenceOf(componentType=rfc9480.CMPCertificate())
-                for cert in self._authority.chain(ca_name):
-                    certs.append(codec.cmp_certificate(cert))
-                answers.append(codec.info_type_and_value(oid, certs))
-            elif oid == _ROOT_CA_CERT:
-                answers.append(codec.info_type_and_value(_ROOT_CA_KEY_UPDATE))  # no update
-            elif oid == _SIGN_KEY_PAIR_TYPES:
-                accepted = self._authority.profile(profile or "device").key_types
-                algorithms = univ.SequenceOf(componentType=rfc5280.AlgorithmIdentifier())
-                for key_type in accepted:
-                    algorithm, curve = _KEY_ALGORITHMS.get(str(key_type), (None, None))
-                    if algorithm is None:
-                        continue
-                    identifier = rfc5280.AlgorithmIdentifier()
-                    identifier["algorithm"] = univ.ObjectIdentifier(algorithm)
-                    if curve is not None:
-                        identifier["parameters"] = univ.Any(
-                            codec.encode(univ.ObjectIdentifier(curve))
-                        )
-                    algorithms.append(identifier)
-                answers.append(codec.info_type_and_value(oid, algorithms))
+        asked = [str(itav["infoType"]) for itav in read.body]
+        answers = general.answers(self._authority, asked, profile=profile, ca=ca)
         return _Answer(bodies.gen_rep(answers), protection)
 
     # -- the answer -------------------------------------------------------------------------
