@@ -8,7 +8,6 @@ import queue
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -164,6 +163,9 @@ def _partitions_only_crlfile(inst: Installation, crlfile: Path) -> None:
 def test_mosquitto_refuses_a_revoked_device_with_partition_crls_only(
     inst: Installation, broker: Mosquitto, tmp_path: Path, clock: ManualClock
 ) -> None:
+    # The broker checks CRL times against the real clock: keep the virtual one behind it, so
+    # that the CRLs made after the advances below are not "not yet valid" to mosquitto.
+    clock.advance(-timedelta(minutes=1))
     device = issue(inst, tmp_path / "dev", "dev-p")
     other = issue(inst, tmp_path / "dev2", "dev-q")
     crlfile = broker.settings.path("crl.pem")
@@ -177,13 +179,9 @@ def test_mosquitto_refuses_a_revoked_device_with_partition_crls_only(
     clock.advance(timedelta(seconds=2))
     _partitions_only_crlfile(inst, crlfile)
     broker.process.send_signal(signal.SIGHUP)
-    # mosquitto reloads on SIGHUP between connections, and a handshake that meets the reload
-    # is dropped: wait (bounded) for a round in which the revoked device is refused and the
-    # other accepted, each on the new CRL file.
-    for _ in range(50):
-        refused = _pub(broker, device, "devices/dev-p/t") != 0
-        if refused and _pub(broker, other, "devices/dev-q/t") == 0:
+    for _ in range(3):
+        if _pub(broker, device, "devices/dev-p/t") != 0:
             break
-        time.sleep(0.1)
     else:
-        pytest.fail("the revoked device still connects, or the other one is refused")
+        pytest.fail("the revoked device still connects")
+    assert _pub(broker, other, "devices/dev-q/t") == 0
