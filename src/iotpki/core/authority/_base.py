@@ -180,6 +180,19 @@ class AuthorityBase:
         """A configured profile by name."""
         return self._profile(name)
 
+    def label_target(self, label: str | None, protocol: str) -> tuple[str | None, str | None]:
+        """(profile, CA) an enrollment path label picks (EST, CMP): a profile name first, then
+        a CA name; NotFound ("no <protocol> label") when it is neither."""
+        if label is None:
+            return None, None
+        if label in self._config.profiles:
+            return label, None
+        try:
+            self.get_ca(label)
+        except NotFound:
+            raise NotFound(f"no {protocol} label {label!r}") from None
+        return None, label
+
     def list_cas(self) -> list[CARecord]:
         """Every CA of the installation."""
         with self._store.transaction(readonly=True) as tx:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -170,18 +171,10 @@ class CmpResponder:
 
     def _target(self, label: str | None) -> tuple[str | None, str | None]:
         """(profile, CA) the path label picks: a profile name first, then a CA name."""
-        if label is None:
-            return None, None
         try:
-            self._authority.profile(label)
-            return label, None
-        except NotFound:
-            pass
-        try:
-            self._authority.get_ca(label)
-        except NotFound:
-            raise CmpFailure(f"no CMP label {label[:64]!r}", FailInfo.WRONG_AUTHORITY) from None
-        return None, label
+            return self._authority.label_target(label, "CMP")
+        except NotFound as exc:
+            raise CmpFailure(exc.message, FailInfo.WRONG_AUTHORITY) from None
 
     def _check_header(self, read: ReadMessage) -> None:
         header = read.header
@@ -240,13 +233,8 @@ class CmpResponder:
                     f"a {read.kind} is signed with the current certificate, not MAC-protected",
                     FailInfo.WRONG_INTEGRITY,
                 )
-            assert header.protection_alg is not None and read.protection is not None
-            params = read_mac_parameters(header.protection_alg, header.protection_params)
+            params, verify = _mac_check(read)
             device = self._sender_kid(read)
-            tag = read.protection
-
-            def verify(secret: bytes) -> bool:
-                return params.verify(secret, read.protected, tag)
 
             credentials = MacProof(device, verify)
             authorization = self._enrollment.authenticators.authorize(credentials, context)
@@ -412,9 +400,8 @@ class CmpResponder:
                 raise CmpFailure(
                     "protect the confirmation as the request", FailInfo.WRONG_INTEGRITY
                 )
-            assert header.protection_alg is not None and read.protection is not None
-            params = read_mac_parameters(header.protection_alg, header.protection_params)
-            if not params.verify(secret, read.protected, read.protection):
+            params, verify = _mac_check(read)
+            if not verify(secret):
                 raise CmpFailure("the MAC does not verify", FailInfo.BAD_MESSAGE_CHECK)
             protection.mac = (params.fresh(), secret)
             return
@@ -555,14 +542,31 @@ class CmpResponder:
         return codec.encode(message)
 
 
+def _mac_check(read: ReadMessage) -> tuple[MacParameters, Callable[[bytes], bool]]:
+    """A MAC-protected message's parameters, and whether a secret makes its MAC."""
+    header, tag = read.header, read.protection
+    assert header.protection_alg is not None and tag is not None  # checked with the header
+    params = read_mac_parameters(header.protection_alg, header.protection_params)
+
+    def verify(secret: bytes) -> bool:
+        return params.verify(secret, read.protected, tag)
+
+    return params, verify
+
+
+_HASH_NAMES = {
+    "2.16.840.1.101.3.4.2.1": "sha256",
+    "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512",
+}
+
+
 def _cert_hash(cert: x509.Certificate, status: univ.Asn1Item) -> bytes:
     """The hash a certConf must carry: by hashAlg (CMP v3), else the certificate's signature
     hash (RFC 4210 section 5.3.18), SHA-256 for a signature without one."""
     der = cert.public_bytes(serialization.Encoding.DER)
-    names = {"2.16.840.1.101.3.4.2.1": "sha256", "2.16.840.1.101.3.4.2.2": "sha384"}
-    names["2.16.840.1.101.3.4.2.3"] = "sha512"
     if status["hashAlg"].isValue:
-        name = names.get(str(status["hashAlg"]["algorithm"]))
+        name = _HASH_NAMES.get(str(status["hashAlg"]["algorithm"]))
         if name is None:
             raise CmpFailure("unsupported hashAlg", FailInfo.BAD_ALG)
         return hashlib.new(name, der).digest()

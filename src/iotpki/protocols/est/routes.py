@@ -31,7 +31,7 @@ from iotpki.core.authenticators import (
 from iotpki.core.authority import Issued
 from iotpki.core.enrollment import Enrollment, Pending
 from iotpki.core.models import CAStatus
-from iotpki.errors import AuthError, IotpkiError, NotFound, RateLimited
+from iotpki.errors import AuthError, IotpkiError, RateLimited
 from iotpki.protocols.access import client_address, log_access
 from iotpki.protocols.client_cert import ClientCertSource
 from iotpki.protocols.est import messages
@@ -102,18 +102,7 @@ class EstEndpoints:
 
     def _target(self, label: str | None) -> tuple[str | None, str | None]:
         """(profile, CA) the path label picks: a profile name first, then a CA name."""
-        if label is None:
-            return None, None
-        try:
-            self.authority.profile(label)
-            return label, None
-        except NotFound:
-            pass
-        try:
-            self.authority.get_ca(label)
-        except NotFound:
-            raise NotFound(f"no EST label {label!r}") from None
-        return None, label
+        return self.authority.label_target(label, "EST")
 
     async def cacerts(self, request: Request, label: str | None) -> Response:
         """RFC 7030 section 4.1: the CA chain, root last, and any rollover CA certificates."""
