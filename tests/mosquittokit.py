@@ -38,22 +38,27 @@ class Mosquitto:
     def port(self) -> int:
         return self.settings.port
 
+    @property
+    def log(self) -> Path:
+        """The broker's log file (a pipe nobody reads would fill up and block the broker)."""
+        return self.settings.path("mosquitto.log")
+
     def stop(self) -> str:
         """Stop the broker; its log."""
         self.process.terminate()
         try:
-            out, _ = self.process.communicate(timeout=10)
+            self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            out, _ = self.process.communicate()
-        return out.decode(errors="replace")
+            self.process.wait()
+        return self.log.read_text(errors="replace")
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: {process.communicate()[0].decode()}")
+            raise RuntimeError(f"mosquitto exited with {process.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
@@ -62,24 +67,28 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("mosquitto did not start listening")
 
 
-def start_broker(inst: Installation, directory: Path, readers: tuple[str, ...] = ()) -> Mosquitto:
-    """Write the broker configuration with iotpki and run mosquitto on it."""
+def start_broker(
+    inst: Installation, directory: Path, readers: tuple[str, ...] = (), port: int | None = None
+) -> Mosquitto:
+    """Write the broker configuration with iotpki and run mosquitto on it (on ``port``, or a
+    free one)."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).is_file():
         pytest.skip("mosquitto is not installed")
     settings = BrokerSettings(
         directory=directory,
-        port=free_port(),
+        port=port or free_port(),
         readers=readers,
         pid_file=directory / "pid",
         user=getpass.getuser(),  # files under the test's tmp_path are private to this user
     )
     settings = write_config(inst, settings)
-    process = subprocess.Popen(
-        [binary, "-c", str(settings.path("mosquitto.conf")), "-v"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    with settings.path("mosquitto.log").open("ab") as log:
+        process = subprocess.Popen(
+            [binary, "-c", str(settings.path("mosquitto.conf")), "-v"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     (directory / "pid").write_text(str(process.pid))
     _wait_listening(settings.port, process)
     return Mosquitto(process, settings)

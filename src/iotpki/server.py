@@ -60,10 +60,12 @@ from iotpki.protocols.client_cert import ClientCertSource
 from iotpki.protocols.est.routes import est_routes
 from iotpki.protocols.est.tls import trust_bootstrap_cas
 from iotpki.protocols.http import blocking
+from iotpki.protocols.mqtt.service import ProvisioningService
 from iotpki.protocols.scep.responder import CrlSource, ScepResponder
 from iotpki.services.attestation import AKCA_SECRET, AkcaService, EkRoots
 from iotpki.services.installation import Installation
 from iotpki.services.jobs import JobScope
+from iotpki.services.mqtt import provisioning_service
 from iotpki.services.revocation import RevocationService
 from iotpki.store.acme import SqlAcmeStore
 from iotpki.web import web_routes
@@ -471,14 +473,26 @@ def serve(
     service.revocation.start(jobs)
     monitoring_jobs = service.monitor.jobs()
     monitoring_jobs.start(jobs)
+    provisioning = _provisioning(inst) if jobs != "process" else None
     try:
         uvloop.run(main())
     finally:
         stop.set()
+        if provisioning is not None:
+            provisioning.stop()
         service.revocation.stop()
         monitoring_jobs.stop()
         for _, sock in listeners:
             sock.close()
+
+
+def _provisioning(inst: Installation) -> ProvisioningService | None:
+    """The provisioning service over MQTT, started, when ``[mqtt] broker_url`` is set."""
+    if inst.settings.mqtt.broker_url is None:
+        return None
+    service = provisioning_service(inst, enrollment(inst))
+    service.start()
+    return service
 
 
 def run_jobs(inst: Installation) -> None:
@@ -499,10 +513,13 @@ def run_jobs(inst: Installation) -> None:
     service.revocation.start("installation")
     monitoring_jobs = service.monitor.jobs()
     monitoring_jobs.start("installation")
+    provisioning = _provisioning(inst)
     try:
         while not stopped.wait(0.5):
             pass
     finally:
+        if provisioning is not None:
+            provisioning.stop()
         service.revocation.stop()
         monitoring_jobs.stop()
         for signum, handler in previous.items():

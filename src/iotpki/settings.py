@@ -23,6 +23,7 @@ __all__ = [
     "AttestationSettings",
     "ExpiryThresholds",
     "MonitoringSettings",
+    "MqttSettings",
     "RevocationPeriodSettings",
     "RevocationSettings",
     "Settings",
@@ -153,6 +154,22 @@ class MonitoringSettings(BaseModel):
     session_hours: float = Field(default=8.0, gt=0, le=168)
 
 
+class MqttSettings(BaseModel):
+    """``[mqtt]``: provisioning over an MQTT broker (``iotpki mqtt-provisioner``, and inside
+    ``iotpki serve`` when ``broker_url`` is set)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    broker_url: str | None = None  # mqtts://host[:port]
+    # The directory of `iotpki broker config`: provisioner.pem, provisioner.key and ca.pem.
+    client_dir: Path | None = None
+    client_id: str = "iotpki-provisioner"
+    prefix: str = "iotpki/"
+    requests_per_minute: int = Field(default=30, ge=0)  # per device identity and client ID
+    threads: int = Field(default=4, ge=1, le=64)
+    announce_interval: float = Field(default=30.0, ge=1.0)
+
+
 class Settings(BaseModel):
     """Everything configurable about one installation."""
 
@@ -185,6 +202,7 @@ class Settings(BaseModel):
     acme: AcmeSettings = Field(default_factory=AcmeSettings)
     attestation: AttestationSettings = Field(default_factory=AttestationSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
     # openssl-blacklist files of weak RSA moduli (e.g. Debian CVE-2008-0166), refused at issuance
     key_blocklists: tuple[Path, ...] = ()
     # Networks that ACME validation and webhook deliveries may reach although they are

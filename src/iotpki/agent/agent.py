@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from iotpki.agent.client import EstClient, EstPending, EstRefused, EstUnreachable
 from iotpki.agent.config import AgentConfig
+from iotpki.agent.mqtt import MqttClient, Signer
 from iotpki.agent.store import Identity, IdentityStore, pem
 from iotpki.core.keytypes import generate_private_key, signature_hash
 from iotpki.core.models import KeyAlgorithm
@@ -44,6 +45,7 @@ log = logging.getLogger("iotpki.agent")
 _DER = serialization.Encoding.DER
 
 Enroll = Callable[[x509.CertificateSigningRequest], x509.Certificate]
+Client = EstClient | MqttClient
 _TPM_BLOB = "key.tpmkey"
 
 
@@ -203,8 +205,35 @@ class Agent:
             context.load_cert_chain(self.config.idevid_cert, self.config.idevid_key)
         return context
 
-    def _client(self, context: ssl.SSLContext) -> EstClient:
-        return EstClient(self.config.server, context, self.config.label, self.config.timeout)
+    def _client(self, context: ssl.SSLContext, signer: Signer | None = None) -> Client:
+        """The EST client, or over MQTT the one that signs with (and connects as) ``signer``:
+        the claim certificate or IDevID, else the current certificate."""
+        config = self.config
+        if not config.over_mqtt:
+            return EstClient(config.server, context, config.label, config.timeout)
+        if signer is None:
+            signer = self._bootstrap_signer() if self.store.load() is None else self._signer()
+            signer.present(context)
+        return MqttClient(
+            config.server, context, config.device_id, signer, config.mqtt_prefix, config.timeout
+        )
+
+    def _bootstrap_signer(self) -> Signer:
+        """The claim certificate or IDevID a first enrollment over MQTT connects with."""
+        config = self.config
+        cert, key = (config.claim_cert, config.claim_key)
+        if cert is None or key is None:
+            cert, key = (config.idevid_cert, config.idevid_key)
+        if cert is None or key is None:
+            raise ConfigError("enrolling over MQTT needs claim_cert/claim_key or an IDevID")
+        return Signer(cert, key)
+
+    def _signer(self) -> Signer:
+        """The current certificate and its key (held in a file), to renew over MQTT with."""
+        identity = self.store.load()
+        if identity is None:
+            raise ConfigError("not enrolled")
+        return Signer(identity.chain_path, identity.key_path)
 
     def bootstrap_trust(self) -> list[x509.Certificate]:
         """First contact (RFC 7030 section 4.1.1): trust a pre-installed bundle or ``cacerts``
@@ -319,6 +348,11 @@ class Agent:
     def enroll(self) -> Identity:
         """Initial enrollment (or re-bootstrap): IDevID if configured, else the secret."""
         self.bootstrap_trust()
+        if self.config.over_mqtt:
+            signer = self._bootstrap_signer()
+            context = self._context()
+            signer.present(context)
+            return self._obtain(self._client(context, signer).simpleenroll, "enrolled over MQTT")
         use_idevid = self.config.idevid_cert is not None
         secret = None if use_idevid else self.config.secret()
         if not use_idevid and secret is None:
@@ -348,7 +382,10 @@ class Agent:
                 raise ConfigError(f"the certificate is {what} and no IDevID is configured")
             log.info("re-bootstrapping with the IDevID")
             return self.enroll()
-        client = self._client(self._context(identity))
+        if self.config.over_mqtt:
+            client = self._client(self._context(identity), self._signer())  # TLS: the same cert
+        else:
+            client = self._client(self._context(identity))
         return self._obtain(client.simplereenroll, "renewed (rekeyed)")
 
     def _obtain(self, request: Enroll, what: str) -> Identity:

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="iotpki-agent", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("--config", type=Path, help="agent.toml")
-    parser.add_argument("--server")
+    parser.add_argument("--server", help="https://host:8443 (EST)")
+    parser.add_argument("--via", help="mqtts://broker:8883: provision through an MQTT broker")
     parser.add_argument("--device-id")
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--force", action="store_true", help="enroll even if enrolled")
@@ -89,7 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         config = load_config(
-            args.config, server=args.server, device_id=args.device_id, state_dir=args.state_dir
+            args.config,
+            server=args.via or args.server,
+            device_id=args.device_id,
+            state_dir=args.state_dir,
         )
     except IotpkiError as exc:
         log.error("%s", exc.message)

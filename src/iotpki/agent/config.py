@@ -25,7 +25,7 @@ _KEY_ALGORITHMS = ("p256", "p384", "rsa2048", "rsa3072", "ed25519")
 class AgentConfig:
     """Everything the device agent is told."""
 
-    server: str  # https://host:8443
+    server: str  # https://host:8443 (EST), or mqtts://broker:8883 (provisioning over MQTT)
     device_id: str
     state_dir: Path
     label: str | None = None
@@ -37,6 +37,10 @@ class AgentConfig:
     idevid_key: Path | None = None
     enrollment_secret: str | None = None
     enrollment_secret_file: Path | None = None
+    # over MQTT: a production batch's claim certificate (chain PEM) and key, instead of an IDevID
+    claim_cert: Path | None = None
+    claim_key: Path | None = None
+    mqtt_prefix: str = "iotpki/"
     # the operational key: a 0600 file, a PKCS#11 token, or a TPM 2.0 (tpm2-pytss)
     key_algorithm: str = "p256"
     key_store: str = "file"
@@ -54,8 +58,8 @@ class AgentConfig:
     timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if not self.server.startswith("https://"):
-            raise ConfigError("server must be an https:// URL")
+        if not self.server.startswith(("https://", "mqtts://")):
+            raise ConfigError("server must be an https:// (EST) or mqtts:// (MQTT) URL")
         if not is_device_id(self.device_id):
             raise ConfigError(f"device_id {self.device_id[:64]!r} is not a valid device ID")
         if self.key_algorithm not in _KEY_ALGORITHMS:
@@ -70,8 +74,17 @@ class AgentConfig:
             raise ConfigError("need 0 < renew_fraction < 1 and 0 <= jitter_fraction < it")
         if (self.idevid_cert is None) != (self.idevid_key is None):
             raise ConfigError("idevid_cert and idevid_key go together")
+        if (self.claim_cert is None) != (self.claim_key is None):
+            raise ConfigError("claim_cert and claim_key go together")
+        if self.claim_cert is not None and not self.over_mqtt:
+            raise ConfigError("a claim certificate enrolls over MQTT only (server = mqtts://...)")
         if self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
             raise ConfigError("need 0 < backoff_initial <= backoff_max")
+
+    @property
+    def over_mqtt(self) -> bool:
+        """Whether the agent provisions through an MQTT broker."""
+        return self.server.startswith("mqtts://")
 
     def secret(self) -> str | None:
         """The enrollment secret, from the setting or its file."""

@@ -16,6 +16,7 @@ from iotpki.cli import broker as broker_cli
 from iotpki.cli import crl as crl_cli
 from iotpki.cli import demo as demo_cli
 from iotpki.cli import est as est_cli
+from iotpki.cli import mqtt as mqtt_cli
 from iotpki.cli import report as report_cli
 from iotpki.cli import rollover as rollover_cli
 from iotpki.cli import scep as scep_cli
@@ -50,6 +51,7 @@ app.command("issue")(cert.issue)
 app.command("revoke")(cert.revoke)
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)
+app.command("mqtt-provisioner")(mqtt_cli.provisioner)
 app.command("demo")(demo_cli.demo)
 app.command("report")(report_cli.report)
 ca.app.command("rollover")(rollover_cli.rollover)
@@ -65,6 +67,7 @@ app.add_typer(est_cli.app, name="est")
 app.add_typer(agent_cli.app, name="agent")
 app.add_typer(acme_cli.app, name="acme")
 app.add_typer(broker_cli.app, name="broker")
+app.add_typer(mqtt_cli.app, name="mqtt")
 app.add_typer(user_cli.app, name="user")
 app.add_typer(akca_cli.app, name="akca")
 

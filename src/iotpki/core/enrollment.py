@@ -11,6 +11,7 @@ state change is audited; so is every refusal of an operator's request.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from iotpki.core.models import (
     ApprovalStatus,
     BootstrapCARecord,
     BootstrapCAStatus,
+    BootstrapKind,
     CertificateRecord,
     DeviceRecord,
     DeviceStatus,
@@ -64,6 +66,7 @@ __all__ = [
 ]
 
 ENROLL_POLICIES = tuple(EnrollPolicy)
+_REGISTRY_ACTIONS = {BootstrapKind.IDEVID: "est.bootstrap_ca", BootstrapKind.CLAIM: "mqtt.claim_ca"}
 _DER = serialization.Encoding.DER
 
 
@@ -135,13 +138,25 @@ class Enrollment:
         actor: str,
         profile: str | None = None,
         approval: bool = False,
+        kind: BootstrapKind = BootstrapKind.IDEVID,
+        device_pattern: str | None = None,
     ) -> BootstrapCARecord:
-        """Trust a manufacturer CA's IDevIDs for enrollment (or update its policy)."""
-        with self._audited(actor, "est.bootstrap_ca.add", name):
+        """Trust a manufacturer CA's IDevIDs, or a claim CA's batch certificates, for
+        enrollment (or update its policy). ``device_pattern`` (claim CAs) is the regular
+        expression the device IDs its batches ask for must match in full."""
+        prefix = _REGISTRY_ACTIONS[kind]
+        with self._audited(actor, f"{prefix}.add", name):
             if enroll_policy not in ENROLL_POLICIES:
                 raise RequestError(f"policy must be one of {', '.join(ENROLL_POLICIES)}")
             if profile is not None:
                 self._device_profile(profile)
+            if device_pattern is not None:
+                if kind is not BootstrapKind.CLAIM:
+                    raise RequestError("only a claim CA takes a device ID pattern")
+                try:
+                    re.compile(device_pattern)
+                except re.error as exc:
+                    raise RequestError(f"bad device ID pattern: {exc}") from exc
             try:
                 constraints = certificate.extensions.get_extension_for_class(
                     x509.BasicConstraints
@@ -161,13 +176,15 @@ class Enrollment:
                 approval=approval,
                 status=BootstrapCAStatus.ACTIVE,
                 created_at=now,
+                kind=kind,
+                device_pattern=device_pattern,
             )
             with self._store.transaction() as tx:
                 tx.put_bootstrap_ca(record)
                 tx.append_audit(
                     now,
                     actor,
-                    "est.bootstrap_ca.added",
+                    f"{prefix}.added",
                     name,
                     {
                         "subject": certificate.subject.rfc4514_string(),
@@ -175,12 +192,14 @@ class Enrollment:
                         "policy": enroll_policy,
                         "profile": profile,
                         "approval": approval,
+                        "kind": str(kind),
+                        "device_pattern": device_pattern,
                     },
                 )
         return record
 
     def revoke_bootstrap_ca(self, name: str, *, actor: str) -> BootstrapCARecord:
-        """Stop trusting a bootstrap CA: its IDevIDs can no longer enroll."""
+        """Stop trusting a bootstrap CA: its IDevIDs (or claim certificates) no longer enroll."""
         with self._audited(actor, "est.bootstrap_ca.revoke", name):
             now = self._now()
             with self._store.transaction() as tx:
@@ -189,7 +208,8 @@ class Enrollment:
                     raise NotFound(f"no bootstrap CA named {name!r}")
                 revoked = replace(record, status=BootstrapCAStatus.REVOKED)
                 tx.put_bootstrap_ca(revoked)
-                tx.append_audit(now, actor, "est.bootstrap_ca.revoked", name, {})
+                action = f"{_REGISTRY_ACTIONS[record.kind]}.revoked"
+                tx.append_audit(now, actor, action, name, {})
         return revoked
 
     def list_bootstrap_cas(self) -> list[BootstrapCARecord]:
@@ -341,12 +361,15 @@ class Enrollment:
         profile: str | None = None,
         ca: str | None = None,
         server_key: bool = False,
+        within: RecordHook | None = None,
     ) -> Issued | Pending | tuple[Issued, CertificateIssuerPrivateKeyTypes]:
         """Issue a device certificate, or wait for approval when the credential asks for it.
 
         With ``server_key`` (RFC 7030 section 4.4) a new key is made here for the CSR's
         identity; the result is the certificate and that key. ``csr`` is as
         :func:`iotpki.core.csr.decode_csr` returns it: read through, its signature verified.
+        ``within`` runs in the transaction that records the certificate, after the enrollment's
+        own bookkeeping.
         """
         bound = authorization.profile
         if bound is not None and profile not in (None, bound):
@@ -368,7 +391,7 @@ class Enrollment:
             device_id=authorization.device_id,
             actor=authorization.actor,
             within=self.authenticators.within(
-                authorization, self._on_issue(authorization, approval)
+                authorization, self._on_issue(authorization, approval, within)
             ),
         )
         return issued if key is None else (issued, key)
@@ -414,7 +437,10 @@ class Enrollment:
         return record
 
     def _on_issue(
-        self, authorization: Authorization, approval: ApprovalRecord | None
+        self,
+        authorization: Authorization,
+        approval: ApprovalRecord | None,
+        then: RecordHook | None = None,
     ) -> RecordHook:
         """Close the approval and audit the enrollment in the certificate's own transaction."""
         now = self._now()
@@ -438,16 +464,21 @@ class Enrollment:
                 authorization.device,
                 data,
             )
+            if then is not None:
+                then(tx, record)
 
         return hook
 
-    def reenroll(self, authorization: Authorization, csr: KeyRequest) -> Issued:
-        """RFC 7030 section 4.2.2: a new certificate for the same identity (a new key: rekey)."""
+    def reenroll(
+        self, authorization: Authorization, csr: KeyRequest, within: RecordHook | None = None
+    ) -> Issued:
+        """RFC 7030 section 4.2.2: a new certificate for the same identity (a new key: rekey).
+        ``within`` runs in the transaction that records it."""
         current = authorization.current
         if current is None:
             raise Forbidden("re-enrollment needs the current certificate")
         return self.authority.renew(
-            current.serial, ca=current.ca_name, csr=csr, actor=authorization.actor
+            current.serial, ca=current.ca_name, csr=csr, actor=authorization.actor, within=within
         )
 
 

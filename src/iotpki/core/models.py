@@ -118,6 +118,13 @@ class DeviceStatus(enum.StrEnum):
     DISABLED = "disabled"
 
 
+class BootstrapKind(enum.StrEnum):
+    """What a registered bootstrap CA's certificates stand for."""
+
+    IDEVID = "idevid"  # one certificate per device: the certificate names the device
+    CLAIM = "claim"  # one certificate per production batch: the request names the device
+
+
 class BootstrapCAStatus(enum.StrEnum):
     """Whether a manufacturer (IDevID) CA is trusted for enrollment."""
 
@@ -139,6 +146,7 @@ class EnrollMethod(enum.StrEnum):
     IDEVID = "idevid"
     CURRENT = "reenroll"
     CHALLENGE = "challenge"
+    CLAIM = "claim"  # a batch's claim certificate (provisioning over MQTT)
     ACME = "acme"  # an ACME account with valid authorizations for its order
 
 
@@ -333,7 +341,7 @@ class CertificateQuery:
 
 @dataclass(frozen=True, slots=True)
 class BootstrapCARecord:
-    """A manufacturer CA whose IDevIDs may enroll over EST (IEEE 802.1AR bootstrap)."""
+    """A CA whose IDevIDs (IEEE 802.1AR) or batch claim certificates may enroll."""
 
     name: str
     certificate_der: bytes
@@ -343,6 +351,8 @@ class BootstrapCARecord:
     approval: bool = False  # enrollments wait for an operator's approval
     status: BootstrapCAStatus = BootstrapCAStatus.ACTIVE
     created_at: datetime | None = None
+    kind: BootstrapKind = BootstrapKind.IDEVID
+    device_pattern: str | None = None  # a claim CA: the device IDs its batches may request
 
     @property
     def certificate(self) -> x509.Certificate:

@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 LintMode = Literal["always", "sample", "off"]
-Identity = Literal["device", "server", "ca", "responder"]
+Identity = Literal["device", "server", "ca", "responder", "claim"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -207,6 +207,16 @@ DEFAULT_PROFILES: dict[str, Profile] = {
             ocsp_nocheck=True,
             lint="always",
             operational=True,
+        ),
+        Profile(  # a production batch's shared claim certificate: it may only ask for a device's
+            name="claim",  # first certificate (provisioning over MQTT), never act as one
+            identity="claim",
+            key_types=_CLASSIC_KEYS,
+            default_lifetime=timedelta(days=365),
+            max_lifetime=timedelta(days=5 * 365),
+            key_usage=("digital_signature",),
+            extended_key_usage=("clientAuth",),
+            lint="always",
         ),
         Profile(  # RFC 9483 section 3.1: the key that signs a CA's CMP answers
             name="cmp-signer",

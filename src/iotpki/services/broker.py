@@ -14,6 +14,11 @@
                   certificate's commonName, i.e. the device ID), TLS 1.3, and an ACL file that
                   lets each device write only below ``devices/<its id>/`` and named readers
                   read ``devices/#``;
+- ``provisioner.pem`` / ``provisioner.key``  the certificate (``server`` profile, commonName
+                  ``iotpki-provisioner``) the provisioning service connects with; the ACL lets
+                  it serve the provisioning topics (``iotpki mqtt-provisioner``), and lets a
+                  device publish requests only on ``<prefix><op>/<its identity>/<its client
+                  ID>`` and read only the replies below ``<prefix>reply/<identity>/<client ID>``;
 - ``broker.json`` the settings above, for ``iotpki broker refresh``.
 
 ``iotpki broker refresh`` (set it as ``revocation.publish_command``, which runs after each CRL
@@ -71,6 +76,9 @@ class BrokerSettings:
     reload_command: str | None = None  # or run this (e.g. "systemctl reload mosquitto")
     renew_after: float = 2 / 3  # renew once this fraction of the lifetime has passed
     serial: str | None = field(default=None)  # the broker certificate in use
+    provisioner: str = "iotpki-provisioner"  # the provisioning service's identity
+    mqtt_prefix: str = "iotpki/"  # the provisioning topics' prefix
+    provisioner_serial: str | None = None  # the provisioning service's certificate in use
 
     def save(self) -> None:
         """Write ``broker.json`` into the directory."""
@@ -119,7 +127,22 @@ def _mosquitto_conf(settings: BrokerSettings) -> str:
 
 
 def _acl(settings: BrokerSettings) -> str:
-    lines = ["# each device writes only its own topics", "pattern write devices/%u/#", ""]
+    p = settings.mqtt_prefix
+    lines = [
+        "# each device writes only its own topics",
+        "pattern write devices/%u/#",
+        "# provisioning over MQTT: requests on <op>/<identity>/<client ID>, replies below",
+        "# reply/<identity>/<client ID>; the retained trust bundle and CRL announcements",
+        *(f"pattern write {p}{op}/%u/%c" for op in ("enroll", "renew", "cacerts")),
+        f"pattern read {p}reply/%u/%c",
+        f"pattern read {p}reply/%u/%c/#",
+        f"pattern read {p}trust",
+        f"pattern read {p}crl/#",
+        "",
+        f"user {settings.provisioner}",
+        f"topic readwrite {p}#",
+        "",
+    ]
     for reader in settings.readers:
         lines += [f"user {reader}", "topic read devices/#", ""]
     return "\n".join(lines)
@@ -161,10 +184,12 @@ def _crls(service: RevocationService) -> bytes:
     return b"".join(out)
 
 
-def _needs_certificate(inst: Installation, settings: BrokerSettings) -> bool:
-    if settings.serial is None or not settings.path("broker.pem").is_file():
+def _needs_certificate(
+    inst: Installation, settings: BrokerSettings, serial: str | None, stem: str
+) -> bool:
+    if serial is None or not settings.path(f"{stem}.pem").is_file():
         return True
-    record = inst.authority.get(settings.serial)
+    record = inst.authority.get(serial)
     if record.status is not CertStatus.VALID:
         return True
     if inst.authority.get_ca(record.ca_name).status is not CAStatus.ACTIVE:
@@ -174,24 +199,31 @@ def _needs_certificate(inst: Installation, settings: BrokerSettings) -> bool:
     return inst.authority.clock.now() >= due
 
 
-def _issue_certificate(inst: Installation, settings: BrokerSettings) -> str:
-    """A new key and certificate from the ``server`` profile; the chain written beside it."""
+def _issue_certificate(
+    inst: Installation,
+    settings: BrokerSettings,
+    serial: str | None,
+    stem: str,
+    dns_names: tuple[str, ...],
+) -> str:
+    """A new key and certificate from the ``server`` profile, written as ``<stem>.pem`` (with
+    its chain) and ``<stem>.key``; ``serial`` is the certificate it replaces."""
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
-    for name in settings.names:
+    for name in dns_names:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             names.append(x509.DNSName(name))
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, settings.names[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .sign(key, hashes.SHA256())
     )
     authority = inst.authority
-    if settings.serial is not None and authority.get(settings.serial).status is CertStatus.VALID:
-        issued = authority.renew(settings.serial, csr=csr, actor="system:broker")
+    if serial is not None and authority.get(serial).status is CertStatus.VALID:
+        issued = authority.renew(serial, csr=csr, actor="system:broker")
     else:
         issued = authority.issue(csr, profile="server", actor="system:broker")
     root = authority.chain(issued.record.ca_name)[-1]
@@ -204,9 +236,9 @@ def _issue_certificate(inst: Installation, settings: BrokerSettings) -> str:
     key_pem = key.private_bytes(
         _PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    write_atomically(settings.path("broker.key"), key_pem, mode=0o600)
-    write_atomically(settings.path("broker.pem"), chain)
-    log.info("broker certificate %s issued by %s", issued.record.serial, issued.record.ca_name)
+    write_atomically(settings.path(f"{stem}.key"), key_pem, mode=0o600)
+    write_atomically(settings.path(f"{stem}.pem"), chain)
+    log.info("%s certificate %s issued by %s", stem, issued.record.serial, issued.record.ca_name)
     return issued.record.serial
 
 
@@ -239,10 +271,16 @@ def _refresh_files(inst: Installation, settings: BrokerSettings) -> tuple[Broker
     service = RevocationService(inst)
     changed = _write_if_changed(settings.path("ca.pem"), _trust(inst))
     changed |= _write_if_changed(settings.path("crl.pem"), _crls(service))
-    if _needs_certificate(inst, settings):
-        serial = _issue_certificate(inst, settings)
+    if _needs_certificate(inst, settings, settings.serial, "broker"):
+        serial = _issue_certificate(inst, settings, settings.serial, "broker", settings.names)
         settings = BrokerSettings(**{**asdict(settings), "serial": serial})
         changed = True
+    previous = settings.provisioner_serial
+    if _needs_certificate(inst, settings, previous, "provisioner"):
+        serial = _issue_certificate(
+            inst, settings, previous, "provisioner", (settings.provisioner,)
+        )
+        settings = BrokerSettings(**{**asdict(settings), "provisioner_serial": serial})
     return settings, changed
 
 

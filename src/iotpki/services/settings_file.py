@@ -177,6 +177,22 @@ _TEMPLATE = """\
 # activation_validity = "10m"
 # akca_requests_per_minute = 60
 
+# -- provisioning over MQTT (docs/mqtt.md) -------------------------------------------------------
+
+# [mqtt]
+# The broker the provisioning service connects to (unset: no provisioning over MQTT), the
+# directory `iotpki broker config` wrote (provisioner.pem, provisioner.key, ca.pem; by default
+# <home>/broker), the service's client ID and the topics' prefix.
+# broker_url = "mqtts://127.0.0.1:8883"  # example
+# client_dir = "@HOME@/broker"  # example
+# client_id = "iotpki-provisioner"
+# prefix = "iotpki/"
+# Requests per minute one device identity and client ID may send, the threads answering
+# requests, and seconds between two looks at the retained trust bundle and CRL announcements.
+# requests_per_minute = 30
+# threads = 4
+# announce_interval = 30.0
+
 # -- monitoring, alerts and the dashboard ------------------------------------------------------
 
 # [monitoring]

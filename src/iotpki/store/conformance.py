@@ -12,6 +12,7 @@ from iotpki.core.ports import (
     CertificateTx,
     CredentialTx,
     DeviceTx,
+    ProvisioningTx,
     RevocationTx,
     ScepTx,
     SessionTx,
@@ -32,6 +33,7 @@ _REVOCATION: type[RevocationTx] = SqlTransaction
 _DEVICES: type[DeviceTx] = SqlTransaction
 _ATTESTATION: type[AttestationTx] = SqlTransaction
 _CREDENTIALS: type[CredentialTx] = SqlTransaction
+_PROVISIONING: type[ProvisioningTx] = SqlTransaction
 _APPROVALS: type[ApprovalTx] = SqlTransaction
 _SCEP: type[ScepTx] = SqlTransaction
 _TOKENS: type[TokenTx] = SqlTransaction
@@ -52,6 +54,7 @@ TRANSACTION_PORTS: tuple[tuple[type[object], type[object]], ...] = (
     (DeviceTx, _DEVICES),
     (AttestationTx, _ATTESTATION),
     (CredentialTx, _CREDENTIALS),
+    (ProvisioningTx, _PROVISIONING),
     (ApprovalTx, _APPROVALS),
     (ScepTx, _SCEP),
     (TokenTx, _TOKENS),

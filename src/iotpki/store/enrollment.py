@@ -6,9 +6,11 @@ lives beside each other and not inside the general store module.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 
 from iotpki.core.models import (
@@ -16,6 +18,7 @@ from iotpki.core.models import (
     ApprovalStatus,
     BootstrapCARecord,
     BootstrapCAStatus,
+    BootstrapKind,
     EnrollmentSecretRecord,
     EnrollMethod,
     EnrollPolicy,
@@ -38,6 +41,8 @@ def _bootstrap(row: Row[Any]) -> BootstrapCARecord:
         approval=row.approval,
         status=BootstrapCAStatus(row.status),
         created_at=row.created_at,
+        kind=BootstrapKind(row.kind),
+        device_pattern=row.device_pattern,
     )
 
 
@@ -76,6 +81,7 @@ class EnrollmentSql:
     """The enrollment part of the ``StoreTransaction`` port."""
 
     _conn: Connection
+    _sqlite: bool
 
     def get_bootstrap_ca(self, name: str) -> BootstrapCARecord | None:
         """A registered bootstrap (manufacturer) CA."""
@@ -98,6 +104,8 @@ class EnrollmentSql:
             "profile": record.profile,
             "approval": record.approval,
             "status": record.status,
+            "kind": record.kind,
+            "device_pattern": record.device_pattern,
         }
         table = s.bootstrap_cas
         done = self._conn.execute(update(table).where(table.c.name == record.name).values(values))
@@ -105,6 +113,28 @@ class EnrollmentSql:
             self._conn.execute(
                 insert(table).values(name=record.name, created_at=record.created_at, **values)
             )
+
+    def provisioning_request(self, request_key: str) -> tuple[str, str] | None:
+        """The CA and serial a provisioning request ID was answered with, if it was."""
+        c = s.provisioning_requests.c
+        row = self._conn.execute(
+            select(c.ca_name, c.serial).where(c.request_key == request_key)
+        ).first()
+        return None if row is None else (row.ca_name, row.serial)
+
+    def add_provisioning_request(
+        self, request_key: str, ca_name: str, serial: str, at: datetime
+    ) -> bool:
+        """Record the certificate a provisioning request ID is answered with; False (nothing
+        written) when the ID was answered already."""
+        dialect_insert = sqlite.insert if self._sqlite else postgresql.insert
+        inserted = self._conn.execute(
+            dialect_insert(s.provisioning_requests)
+            .values(request_key=request_key, ca_name=ca_name, serial=serial, created_at=at)
+            .on_conflict_do_nothing()
+            .returning(s.provisioning_requests.c.request_key)
+        ).first()
+        return inserted is not None
 
     def get_idevid_binding(self, bootstrap_ca: str, idevid: str) -> IdevidBinding | None:
         """The device an IDevID of a bootstrap CA is bound to."""

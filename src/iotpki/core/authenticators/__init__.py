@@ -2,6 +2,7 @@
 
 One file per method (step-ca's provisioners are the model): ``secret`` (one-time enrollment
 secret, in the clear or as a MAC key), ``bootstrap`` (IDevID from a registered bootstrap CA),
+``claim`` (a production batch's claim certificate, over MQTT),
 ``current`` (the device's current certificate), ``scep_challenge`` (SCEP challenge
 password), ``acme_account`` (an ACME account finalizing an order its authorizations cover).
 :class:`Authenticators` dispatches, audits refusals and consumes one-time credentials inside the
@@ -20,6 +21,7 @@ from iotpki.core.authenticators.model import (
     Authenticator,
     Authorization,
     BootstrapCertificate,
+    ClaimCertificate,
     Context,
     Credentials,
     CredentialUse,
@@ -45,6 +47,7 @@ __all__ = [
     "Authenticators",
     "Authorization",
     "BootstrapCertificate",
+    "ClaimCertificate",
     "Context",
     "CredentialUse",
     "Credentials",

@@ -16,7 +16,7 @@ from iotpki.core.authenticators.model import (
     Context,
 )
 from iotpki.core.authenticators.secret import check_active
-from iotpki.core.models import EnrollMethod
+from iotpki.core.models import BootstrapKind, EnrollMethod
 from iotpki.core.ports import Clock, Store
 from iotpki.core.x509util import issued_by
 from iotpki.errors import AuthError, Forbidden
@@ -52,7 +52,12 @@ class BootstrapAuthenticator:
         identity = self.claimed(credentials)
         with self._store.transaction(readonly=True) as tx:
             issuer = next(
-                (b for b in tx.list_bootstrap_cas() if issued_by(cert, b.certificate)), None
+                (
+                    b
+                    for b in tx.list_bootstrap_cas()
+                    if b.kind is BootstrapKind.IDEVID and issued_by(cert, b.certificate)
+                ),
+                None,
             )
             if issuer is None:
                 raise AuthError("the client certificate is not from a trusted bootstrap CA")

@@ -14,11 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from iotpki.core.authenticators.bootstrap import BootstrapAuthenticator
+from iotpki.core.authenticators.claim import ClaimAuthenticator
 from iotpki.core.authenticators.current import CurrentAuthenticator
 from iotpki.core.authenticators.model import (
     Authenticator,
     Authorization,
     BootstrapCertificate,
+    ClaimCertificate,
     Context,
     Credentials,
     CredentialUse,
@@ -71,15 +73,23 @@ class Authenticators:
         self.secret = SecretAuthenticator(store, clock, limits)
         self.mac = MacAuthenticator(self.secret, secret_key)
         self.bootstrap = BootstrapAuthenticator(store, clock)
+        self.claim = ClaimAuthenticator(store, clock, self._is_claim_profile)
         self.current = CurrentAuthenticator(store, clock)
         self.challenge = ChallengeAuthenticator(store, clock)
         self._by_type: dict[type, Authenticator[Any]] = {
             OneTimeSecret: self.secret,
             MacProof: self.mac,
             BootstrapCertificate: self.bootstrap,
+            ClaimCertificate: self.claim,
             CurrentCertificate: self.current,
             ScepChallenge: self.challenge,
         }
+
+    def _is_claim_profile(self, name: str) -> bool:
+        try:
+            return self.authority.profile(name).identity == "claim"
+        except IotpkiError:
+            return False  # a profile no longer configured
 
     def authorize(self, credentials: Credentials, context: Context) -> Authorization:
         """The authorization ``credentials`` carry; a refusal is audited here, then raised."""

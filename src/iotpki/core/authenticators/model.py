@@ -21,6 +21,7 @@ __all__ = [
     "Authenticator",
     "Authorization",
     "BootstrapCertificate",
+    "ClaimCertificate",
     "Context",
     "CredentialUse",
     "Credentials",
@@ -56,6 +57,14 @@ class BootstrapCertificate:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimCertificate:
+    """A production batch's claim certificate and the device ID the request asks for."""
+
+    certificate: x509.Certificate
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class CurrentCertificate:
     """A device's current certificate from this installation, for renewal or rekey."""
 
@@ -69,7 +78,14 @@ class ScepChallenge:
     password: str | None
 
 
-Credentials = OneTimeSecret | MacProof | BootstrapCertificate | CurrentCertificate | ScepChallenge
+Credentials = (
+    OneTimeSecret
+    | MacProof
+    | BootstrapCertificate
+    | ClaimCertificate
+    | CurrentCertificate
+    | ScepChallenge
+)
 """Every credential an enrollment request can present."""
 
 

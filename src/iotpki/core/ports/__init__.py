@@ -27,7 +27,7 @@ from iotpki.core.ports.certificates import (
     DeviceTx,
     RevocationTx,
 )
-from iotpki.core.ports.credentials import ApprovalTx, CredentialTx, ScepTx
+from iotpki.core.ports.credentials import ApprovalTx, CredentialTx, ProvisioningTx, ScepTx
 
 __all__ = [
     "AbuseTx",
@@ -41,6 +41,8 @@ __all__ = [
     "DeviceTx",
     "KeyBackend",
     "Linter",
+    "ProvisioningTx",
+    "ProvisioningTx",
     "RevocationTx",
     "ScepTx",
     "SessionTx",
@@ -100,6 +102,7 @@ class StoreTransaction(
     DeviceTx,
     AttestationTx,
     CredentialTx,
+    ProvisioningTx,
     ApprovalTx,
     ScepTx,
     TokenTx,

@@ -16,7 +16,7 @@ from iotpki.core.models import (
     SecretLockout,
 )
 
-__all__ = ["ApprovalTx", "CredentialTx", "ScepTx"]
+__all__ = ["ApprovalTx", "CredentialTx", "ProvisioningTx", "ScepTx"]
 
 
 class CredentialTx(Protocol):
@@ -64,6 +64,21 @@ class CredentialTx(Protocol):
 
     def prune_secret_lockouts(self, device_id: str, before: datetime) -> None:
         """Forget a device's failure counts last updated before ``before``."""
+        ...
+
+
+class ProvisioningTx(Protocol):
+    """Provisioning request IDs answered, kept with the certificate that answered them."""
+
+    def provisioning_request(self, request_key: str) -> tuple[str, str] | None:
+        """The CA and serial a provisioning request ID was answered with, if it was."""
+        ...
+
+    def add_provisioning_request(
+        self, request_key: str, ca_name: str, serial: str, at: datetime
+    ) -> bool:
+        """Record the certificate a provisioning request ID is answered with; False (nothing
+        written) when the ID was answered already."""
         ...
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "enrollment_approvals",
     "enrollment_secrets",
     "idevid_bindings",
+    "provisioning_requests",
     "scep_challenges",
     "scep_ras",
     "scep_transactions",
@@ -37,6 +38,19 @@ bootstrap_cas = Table(
     Column("approval", Boolean, nullable=False),
     Column("status", String(16), nullable=False),
     Column("created_at", UTCDateTime),
+    Column("kind", String(16), nullable=False, server_default="idevid"),  # mqtt_0001
+    Column("device_pattern", String(256)),
+)
+
+# -- provisioning over MQTT (migration mqtt_0001) ------------------------------------------------
+
+provisioning_requests = Table(  # a request ID answered once: a duplicate delivery issues nothing
+    "provisioning_requests",
+    metadata,
+    Column("request_key", String(256), primary_key=True),
+    Column("ca_name", String(64), nullable=False),
+    Column("serial", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )
 
 idevid_bindings = Table(
