@@ -170,7 +170,13 @@ def device_client(
 class RawDevice:
     """A paho MQTT 5 client on a device certificate, for requests the agent would never send."""
 
-    def __init__(self, setup: Provisioning, signer: Signer, client_id: str) -> None:
+    def __init__(
+        self,
+        setup: Provisioning,
+        signer: Signer,
+        client_id: str,
+        protocol: paho.MQTTProtocolVersion = paho.MQTTv5,
+    ) -> None:
         self.answers: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.granted: queue.Queue[list[bool]] = queue.Queue()
         self.identity = signer.identity
@@ -178,7 +184,7 @@ class RawDevice:
         context = ssl.create_default_context(cadata=setup.trust)
         signer.present(context)
         self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
         )
         self.client.tls_set_context(context)
         self.client.on_message = lambda _c, _u, m: self.answers.put((m.topic, bytes(m.payload)))

@@ -10,6 +10,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -125,6 +126,28 @@ def test_a_claim_client_never_receives_another_devices_replies(
             assert json.loads(answer)["status"] == "cacerts"
         finally:
             snoop.close()
+
+
+def test_an_mqtt_3_1_1_device_gets_its_answer_on_its_reply_topic(
+    inst: Installation, tmp_path: Path
+) -> None:
+    batch = setup_claims(inst, tmp_path)
+    with provisioning(inst, tmp_path / "broker") as setup:
+        device = RawDevice(setup, batch.signer, "dev-3", protocol=paho.MQTTv311)
+        try:
+            device.subscribe("iotpki/reply/batch-7/dev-3")
+            key, csr = new_csr("dev-3")
+            device.publish(
+                "iotpki/enroll/batch-7/dev-3",
+                sign_request(batch.signer.key, batch.signer.chain, "v311", csr),
+            )
+            topic, payload = device.answers.get(timeout=30)
+        finally:
+            device.close()
+    answer = json.loads(payload)
+    assert topic == "iotpki/reply/batch-7/dev-3" and answer["request_id"] == "v311"
+    cert = x509.load_pem_x509_certificate(answer["certificate"].encode())
+    assert cert.public_key() == key.public_key()
 
 
 def test_a_request_on_another_identitys_topic_is_refused(

@@ -37,6 +37,7 @@ from iotpki.agent.client import EstPending, EstRefused, EstUnreachable
 from iotpki.errors import ConfigError
 from iotpki.protocols.mqtt.messages import sign_request
 from iotpki.protocols.mqtt.topics import Topics
+from iotpki.protocols.mqtt.transport import no_delay
 
 __all__ = ["MqttClient", "Signer"]
 
@@ -158,6 +159,7 @@ class MqttClient:
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5
         )
         client.tls_set_context(self.context)
+        client.on_socket_open = no_delay
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
         client.on_message = on_message

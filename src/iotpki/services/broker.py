@@ -110,6 +110,8 @@ def _mosquitto_conf(settings: BrokerSettings) -> str:
         [
             "# Written by `iotpki broker config`; `iotpki broker refresh` keeps the files current.",
             "per_listener_settings false",
+            "# request/response (provisioning) waits on Nagle and delayed ACKs without this",
+            "set_tcp_nodelay true",
             *([f"user {settings.user}"] if settings.user else []),
             "allow_anonymous false",
             f"acl_file {p('acl')}",

@@ -42,7 +42,6 @@ __all__ = [
     "KeyBackend",
     "Linter",
     "ProvisioningTx",
-    "ProvisioningTx",
     "RevocationTx",
     "ScepTx",
     "SessionTx",

@@ -27,6 +27,7 @@ from iotpki.errors import ConfigError, IotpkiError
 from iotpki.net.tls import Identity
 from iotpki.protocols.mqtt import messages
 from iotpki.protocols.mqtt.provisioner import Provisioner
+from iotpki.protocols.mqtt.transport import no_delay
 
 __all__ = ["BrokerConnection", "ProvisioningService"]
 
@@ -92,6 +93,7 @@ class ProvisioningService:
         )
         self._client.tls_set_context(connection.tls)
         self._client.reconnect_delay_set(1, 60)
+        self._client.on_socket_open = no_delay
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
