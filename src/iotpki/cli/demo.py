@@ -1,5 +1,5 @@
-"""``iotpki demo``: the fleet on one machine: EST, mutual TLS, signed telemetry, revocation,
-root rollover, and a summary table."""
+"""``iotpki demo``: the fleet on one machine: EST (or provisioning over MQTT with ``--via
+mqtt``), mutual TLS, signed telemetry, revocation, root rollover, and a summary table."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def demo(
     devices: int = typer.Option(24, "--devices", "-n", help="How many simulated devices"),
     interval: float = typer.Option(0.25, help="Seconds between two messages of a device"),
     keep: Path | None = typer.Option(None, help="Copy the temporary data directory here"),
+    via: str = typer.Option("est", help="How the agents enroll and renew: est or mqtt"),
 ) -> None:
     """Start a server, mosquitto and N agents in a temporary directory; show it all; clean up."""
     logging.getLogger("iotpki").setLevel(logging.ERROR)
@@ -28,7 +29,10 @@ def demo(
     def report(message: str) -> None:
         console.print(f"[dim]{time.monotonic() - start:6.1f}s[/dim]  {message}", highlight=False)
 
-    summary = run_demo(DemoOptions(devices=devices, interval=interval, keep=keep), report)
+    if via not in ("est", "mqtt"):
+        raise typer.BadParameter("est or mqtt", param_hint="--via")
+    options = DemoOptions(devices=devices, interval=interval, keep=keep, via=via)
+    summary = run_demo(options, report)
     console.print(summary_table(summary))
     if summary.failed_connections:
         raise typer.Exit(1)

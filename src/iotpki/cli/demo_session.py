@@ -2,7 +2,8 @@
 
 A server on a temporary data directory (EST over HTTPS, the CRL publication job), a mosquitto
 broker configured by :mod:`iotpki.services.broker` (each CRL publication runs
-``iotpki broker refresh``), N device agents that enroll over EST and publish signed telemetry
+``iotpki broker refresh``), N device agents that enroll over EST (or, with ``--via mqtt``,
+through the broker with a batch's claim certificate) and publish signed telemetry
 over mutual TLS with :mod:`iotpki.net.tls`, and a subscriber that verifies every message.
 Midway one device is revoked (its messages are rejected and its next connection is refused),
 then the root is rolled over while the devices keep publishing: the agents renew from the
@@ -43,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iotpki.agent import Agent, AgentConfig
-from iotpki.core.models import RevocationReason
+from iotpki.core.models import BootstrapKind, KeyAlgorithm, RevocationReason
 from iotpki.core.rollover import retire_root, roll_root
 from iotpki.errors import ConfigError, PeerRefused
 from iotpki.messages import MessageSigner, MessageVerifier
@@ -53,7 +54,8 @@ from iotpki.net.tls import Channel, Identity
 from iotpki.server import Service, build_https_app, enrollment, ensure_tls_identity, https_context
 from iotpki.services.broker import BrokerSettings, refresh, write_config
 from iotpki.services.installation import Installation, open_installation
-from iotpki.settings import CONFIG_FILE, Settings, load_settings
+from iotpki.services.mqtt import issue_claim, provisioning_service
+from iotpki.settings import CONFIG_FILE, MqttSettings, Settings, load_settings
 
 __all__ = ["DemoOptions", "Summary", "child_environment", "run_demo"]
 
@@ -74,6 +76,7 @@ class DemoOptions:
     round_messages: int = 8  # a device reconnects (a new TLS handshake) after this many
     timeout: float = 60.0  # the longest any phase may take
     keep: Path | None = None  # keep the data directory here instead of deleting it
+    via: str = "est"  # how the agents enroll and renew: "est" (HTTPS) or "mqtt" (the broker)
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Summary:
     """What happened, for the closing table."""
 
     enrolled: int = 0
+    via: str = "EST"
     renewed: int = 0
     adopted_new_root: int = 0
     connections: int = 0
@@ -96,7 +100,7 @@ class Summary:
         """The summary as (what, figure) rows."""
         rejected = ", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items())) or "0"
         return [
-            ("devices enrolled over EST", str(self.enrolled)),
+            (f"devices enrolled over {self.via}", str(self.enrolled)),
             ("identities renewed during the rollover", str(self.renewed)),
             ("agents that adopted the new root", str(self.adopted_new_root)),
             ("devices publishing under the new root", str(self.new_root_devices)),
@@ -363,15 +367,57 @@ def _settings(home: Path, https_port: int, broker_dir: Path) -> Settings:
     return load_settings(home, environ={})
 
 
-def _agent_config(home: Path, url: str, device: str, secret: str, root_fp: str) -> AgentConfig:
+def _agent_config(
+    home: Path, url: str, device: str, secret: str | None, root_fp: str, claim: Path | None
+) -> AgentConfig:
+    """An agent enrolling with a one-time secret over EST, or with a claim over MQTT."""
     return AgentConfig(
         server=url,
         device_id=device,
         state_dir=home / "agents" / device,
         ca_fingerprint=root_fp,
         enrollment_secret=secret,
+        claim_cert=None if claim is None else claim / "claim.pem",
+        claim_key=None if claim is None else claim / "claim.key",
         timeout=30.0,
     )
+
+
+def _claims(inst: Installation) -> None:
+    """A claim CA for the devices ``device-NNN`` and the batch ``demo-batch``'s certificate."""
+    inst.authority.create_issuing(
+        "claims",
+        parent="root",
+        common_name="iotpki Demo Claims CA",
+        algorithm=KeyAlgorithm.P256,
+        lifetime=timedelta(days=365),
+        backend="file",
+        actor="demo",
+    )
+    enrollment(inst).add_bootstrap_ca(
+        "demo-line",
+        inst.authority.get_ca("claims").certificate,
+        enroll_policy="any",
+        kind=BootstrapKind.CLAIM,
+        device_pattern="device-[0-9]{3}",
+        actor="demo",
+    )
+    issue_claim(inst, "demo-batch", "claims", inst.home / "claim")
+
+
+@contextlib.contextmanager
+def _provisioning(inst: Installation, broker: BrokerSettings) -> Iterator[None]:
+    """The provisioning service on the broker, connected."""
+    settings = MqttSettings(
+        broker_url=f"mqtts://127.0.0.1:{broker.port}", client_dir=broker.directory
+    )
+    service = provisioning_service(inst, enrollment(inst), settings)
+    service.start()
+    try:
+        _wait(service.connected.is_set, 30, "the provisioning service connecting to the broker")
+        yield
+    finally:
+        service.stop()
 
 
 def _leaf_identity(inst: Installation, directory: Path, name: str) -> Identity:
@@ -412,6 +458,8 @@ def _run(home: Path, options: DemoOptions, report: Report) -> Summary:
     try:
         inst.initialise(actor="demo")
         report(f"installation initialised in {home}")
+        if options.via == "mqtt":
+            _claims(inst)  # before the broker's files: its CA file must hold the claim CA
         broker = write_config(
             inst,
             BrokerSettings(
@@ -424,11 +472,18 @@ def _run(home: Path, options: DemoOptions, report: Report) -> Summary:
         )
         env = child_environment(home, os.environ)
         service = Service(inst, command_env=env)
-        with _https_server(service, https_port), _mosquitto(broker, env):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_https_server(service, https_port))
+            stack.enter_context(_mosquitto(broker, env))
             report(f"EST on https://127.0.0.1:{https_port}, mosquitto on 127.0.0.1:{broker.port}")
+            url = f"https://127.0.0.1:{https_port}"
+            if options.via == "mqtt":
+                stack.enter_context(_provisioning(inst, broker))
+                url = f"mqtts://127.0.0.1:{broker.port}"
+                report("provisioning over MQTT: claim CA and batch claim certificate, service up")
             fleet = _Fleet(inst, broker, options)
             try:
-                _phases(inst, service, fleet, f"https://127.0.0.1:{https_port}", report)
+                _phases(inst, service, fleet, url, report)
             finally:
                 fleet.shutdown()
             return fleet.summary
@@ -442,16 +497,21 @@ def _phases(inst: Installation, service: Service, fleet: _Fleet, url: str, repor
     fingerprint = root.fingerprint(hashes.SHA256()).hex()
     enroll = enrollment(inst)
     names = [f"device-{i:03d}" for i in range(options.devices)]
-    agents = [
-        Agent(
-            _agent_config(inst.home, url, n, enroll.create_secret(n, actor="demo")[0], fingerprint)
-        )
-        for n in names
-    ]
+    over_mqtt = options.via == "mqtt"
+    claim = inst.home / "claim" if over_mqtt else None
+
+    def secret(name: str) -> str | None:
+        return None if over_mqtt else enroll.create_secret(name, actor="demo")[0]
+
+    agents = [Agent(_agent_config(inst.home, url, n, secret(n), fingerprint, claim)) for n in names]
     with ThreadPoolExecutor(max_workers=min(16, len(agents))) as pool:
         for _ in pool.map(lambda a: a.enroll(), agents):
             summary.enrolled += 1
-    report(f"{summary.enrolled} agents enrolled over EST (one-time secrets, P-256 keys)")
+    if over_mqtt:
+        summary.via = "MQTT"
+        report(f"{summary.enrolled} agents enrolled over MQTT (batch claim certificate, P-256)")
+    else:
+        report(f"{summary.enrolled} agents enrolled over EST (one-time secrets, P-256 keys)")
 
     fleet.start_verifier(_leaf_identity(inst, inst.home / "verifier", _VERIFIER))
     for agent in agents:

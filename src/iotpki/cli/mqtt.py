@@ -9,18 +9,14 @@ import threading
 from pathlib import Path
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from iotpki.cli.context import console, installation
 from iotpki.cli.tables import JSON_OPTION, WIDE_OPTION, Column, print_records
 from iotpki.core.models import BootstrapKind
 from iotpki.core.policy import parse_duration
 from iotpki.errors import ConfigError
-from iotpki.files import write_atomically
 from iotpki.server import enrollment
+from iotpki.services.mqtt import issue_claim, provisioning_service
 
 __all__ = ["app", "provisioner"]
 
@@ -32,7 +28,6 @@ claim = typer.Typer(help="Claim certificates for production batches.", no_args_i
 app.add_typer(claim_ca, name="claim-ca")
 app.add_typer(claim, name="claim")
 
-_PEM = serialization.Encoding.PEM
 _COLUMNS = (
     Column("name", "name"),
     Column("status", "status"),
@@ -110,22 +105,7 @@ def claim_issue(
 ) -> None:
     """A claim certificate and key for a batch's firmware image (revoke it with
     ``iotpki revoke`` to stop the batch)."""
-    inst = installation(ctx)
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, batch)]))
-        .sign(key, hashes.SHA256())
-    )
-    issued = inst.authority.issue(
-        csr, profile="claim", ca=ca, lifetime=parse_duration(lifetime), actor="cli"
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    key_pem = key.private_bytes(
-        _PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    write_atomically(out / "claim.key", key_pem, mode=0o600)
-    write_atomically(out / "claim.pem", b"".join(c.public_bytes(_PEM) for c in issued.chain))
+    issued = issue_claim(installation(ctx), batch, ca, out, parse_duration(lifetime))
     console.print(
         f"claim certificate {issued.record.serial} for batch {batch} in {out}", soft_wrap=True
     )
@@ -133,8 +113,6 @@ def claim_issue(
 
 def provisioner(ctx: typer.Context) -> None:
     """Serve provisioning over MQTT (``[mqtt]`` settings) until SIGINT or SIGTERM."""
-    from iotpki.services.mqtt import provisioning_service
-
     logging.getLogger("iotpki").setLevel(logging.INFO)
     inst = installation(ctx)
     if not inst.is_initialised():

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
+from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from iotpki.core.authority import Issued
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.partitions import partition_url
 from iotpki.core.publication import CrlPublisher, crl_url
 from iotpki.errors import ConfigError
+from iotpki.files import write_atomically
 from iotpki.net.tls import Identity, client_context
 from iotpki.protocols.mqtt import messages
 from iotpki.protocols.mqtt.provisioner import Provisioner, ProvisionerConfig
@@ -25,7 +34,9 @@ from iotpki.services.revocation import revocation_config
 from iotpki.settings import MqttSettings
 from iotpki.store.revocation import SqlRevocationStore
 
-__all__ = ["announcements", "provisioning_service"]
+__all__ = ["announcements", "issue_claim", "provisioning_service"]
+
+_PEM = serialization.Encoding.PEM
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +108,24 @@ def provisioning_service(
         announce_interval=settings.announce_interval,
         identity=identity,
     )
+
+
+def issue_claim(
+    inst: Installation, batch: str, ca: str, directory: Path, lifetime: timedelta | None = None
+) -> Issued:
+    """A batch's claim certificate (``claim`` profile, P-256) from ``ca``, written with its
+    chain as ``claim.pem`` and its key as ``claim.key`` (0600) for the batch's firmware image."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, batch)]))
+        .sign(key, hashes.SHA256())
+    )
+    issued = inst.authority.issue(csr, profile="claim", ca=ca, lifetime=lifetime, actor="cli")
+    directory.mkdir(parents=True, exist_ok=True)
+    key_pem = key.private_bytes(
+        _PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_atomically(directory / "claim.key", key_pem, mode=0o600)
+    write_atomically(directory / "claim.pem", b"".join(c.public_bytes(_PEM) for c in issued.chain))
+    return issued

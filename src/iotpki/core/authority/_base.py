@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 
 from iotpki.core import policy
 from iotpki.core.keyquality import KeyBlocklist
-from iotpki.core.models import CARecord, CertificateRecord, KeyAlgorithm
+from iotpki.core.models import CARecord, CAStatus, CertificateRecord, KeyAlgorithm
 from iotpki.core.partitions import PartitionScheme, partition_extensions
 from iotpki.core.ports import Clock, KeyBackend, Linter, Store, StoreTransaction, SystemClock
 from iotpki.errors import ConfigError, NotFound
@@ -217,4 +217,19 @@ class AuthorityBase:
                     raise NotFound(f"no active CA named {name!r}", ca=name)
                 certs.append(record.certificate)
                 name = record.parent
+        return certs
+
+    def ca_certificates(self, ca_name: str) -> list[x509.Certificate]:
+        """What a device is given to trust (EST ``cacerts``, RFC 7030 section 4.1.3; MQTT
+        ``cacerts`` and the trust bundle): the CA's chain, root last, then the other active
+        roots and the rollover cross-certificates (issued by this root, or certifying its key:
+        new-with-old)."""
+        certs = self.chain(ca_name)
+        root = certs[-1]
+        for record in self.list_cas():
+            if record.status is CAStatus.ACTIVE and record.certificate_der is not None:
+                cert = record.certificate
+                related = root.subject in (cert.issuer, cert.subject)
+                if cert not in certs and (related or cert.issuer == cert.subject):
+                    certs.append(cert)
         return certs

@@ -30,7 +30,6 @@ from iotpki.core.authenticators import (
 )
 from iotpki.core.authority import Issued
 from iotpki.core.enrollment import Enrollment, Pending
-from iotpki.core.models import CAStatus
 from iotpki.errors import AuthError, IotpkiError, RateLimited
 from iotpki.protocols.access import client_address, log_access
 from iotpki.protocols.client_cert import ClientCertSource
@@ -116,17 +115,7 @@ class EstEndpoints:
 
     def _cacerts(self, label: str | None) -> list[x509.Certificate]:
         _, ca = self._target(label)
-        chain = self.authority.chain(ca or self.authority.default_issuing_ca())
-        root = chain[-1]
-        for record in self.authority.list_cas():
-            if record.status is CAStatus.ACTIVE and record.certificate_der is not None:
-                cert = record.certificate
-                # RFC 7030 section 4.1.3: other roots and the rollover cross-certificates
-                # (issued by this root, or certifying its key: new-with-old).
-                related = root.subject in (cert.issuer, cert.subject)
-                if cert not in chain and (related or cert.issuer == cert.subject):
-                    chain.append(cert)
-        return chain
+        return self.authority.ca_certificates(ca or self.authority.default_issuing_ca())
 
     async def csrattrs(self, request: Request, label: str | None) -> Response:
         """RFC 7030 section 4.5: the key algorithms the label's profile accepts."""

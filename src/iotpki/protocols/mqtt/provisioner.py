@@ -29,7 +29,7 @@ from iotpki.core.authenticators import (
 )
 from iotpki.core.authority import Issued, RecordHook
 from iotpki.core.enrollment import Enrollment, Pending
-from iotpki.core.models import BootstrapKind, CAStatus, CertificateRecord
+from iotpki.core.models import BootstrapKind, CertificateRecord
 from iotpki.core.ports import StoreTransaction
 from iotpki.core.ports.shared import RateCounters
 from iotpki.core.ratelimit import SharedWindow
@@ -127,14 +127,8 @@ class Provisioner:
         return self._operations[request.operation](request, signed)
 
     def cacerts(self) -> list[x509.Certificate]:
-        """The default issuing CA's chain, root last, and the other active roots."""
-        chain = self.authority.chain(self.authority.default_issuing_ca())
-        for record in self.authority.list_cas():
-            if record.status is CAStatus.ACTIVE and record.certificate_der is not None:
-                cert = record.certificate
-                if cert not in chain and cert.issuer == cert.subject:
-                    chain.append(cert)
-        return chain
+        """The default issuing CA's chain, the other roots and the rollover certificates."""
+        return self.authority.ca_certificates(self.authority.default_issuing_ca())
 
     def _context(self, request: RequestTopic) -> Context:
         return Context("mqtt", source=f"mqtt:{request.identity}/{request.client_id}")
