@@ -8,12 +8,17 @@ import base64
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from jwcrypto import jwk as jose_jwk
+from jwcrypto import jws as jose_jws
 
 from channelkit import publish_crls
 from iotpki.agent import Agent, AgentConfig, ExitCode
@@ -225,6 +230,33 @@ def test_broker_restart_in_the_middle_issues_nothing_twice(
     assert cert.public_key() == key.public_key()
 
 
+def _signed(key: object, chain: list[x509.Certificate], payload: dict[str, str]) -> bytes:
+    """A JWS as a device would sign it, around any payload."""
+    x5c = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in chain]
+    token = jose_jws.JWS(json.dumps(payload).encode())
+    token.add_signature(
+        jose_jwk.JWK.from_pyca(key), alg="ES256", protected=json.dumps({"alg": "ES256", "x5c": x5c})
+    )
+    return str(token.serialize(compact=True)).encode()
+
+
+def _self_signed(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
 def test_hostile_payloads_get_error_answers_and_change_nothing(
     inst: Installation, tmp_path: Path
 ) -> None:
@@ -243,11 +275,12 @@ def test_hostile_payloads_get_error_answers_and_change_nothing(
     )
     _, bad_id_csr = new_csr("plant-9")
     foreign_key, _ = new_csr("x")
+    unknown_key, unknown = _self_signed("batch-7")  # a claim from a CA nobody registered
     cases = {
         b"": "bad_request",
         b"not a jws": "bad_request",
         b"\xff\xfe\x00garbage": "bad_request",
-        b"a" * 20_000: "unauthorized",  # oversized
+        b"a" * 20_000: "bad_request",  # oversized
         f"{header}.{forged_body}.{signature}".encode(): "unauthorized",  # payload changed
         f"{header}.{body}.{signature[:-4]}AAAA".encode(): "unauthorized",  # bad signature
         f"e30.{body}.{signature}".encode(): "unauthorized",  # no x5c
@@ -255,6 +288,11 @@ def test_hostile_payloads_get_error_answers_and_change_nothing(
         sign_request(batch.signer.key, batch.signer.chain, "r2", bad_id_csr): "forbidden",
         sign_request(foreign_key, batch.signer.chain, "r3", csr): "unauthorized",
         sign_request(other.signer.key, other.signer.chain, "r4", csr): "forbidden",
+        _signed(batch.signer.key, batch.signer.chain, {"request_id": "r5", "csr": "MIIB"}): (
+            "malformed"  # a CSR that is not DER
+        ),
+        _signed(batch.signer.key, batch.signer.chain, {"request_id": "r6"}): "bad_request",
+        _signed(unknown_key, [unknown], {"request_id": "r7", "csr": der}): "unauthorized",
     }
     with provisioning(inst, tmp_path / "broker") as setup:
         device = RawDevice(setup, batch.signer, "dev-1")

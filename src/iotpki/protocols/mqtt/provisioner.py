@@ -33,7 +33,7 @@ from iotpki.core.models import BootstrapKind, CertificateRecord
 from iotpki.core.ports import StoreTransaction
 from iotpki.core.ports.shared import RateCounters
 from iotpki.core.ratelimit import SharedWindow
-from iotpki.errors import AuthError, Conflict, Forbidden, IotpkiError, RateLimited
+from iotpki.errors import Conflict, Forbidden, IotpkiError, RateLimited, RequestError
 from iotpki.protocols.mqtt import messages
 from iotpki.protocols.mqtt.messages import SignedRequest
 from iotpki.protocols.mqtt.topics import RequestTopic, Topics
@@ -112,7 +112,7 @@ class Provisioner:
         if wait is not None:
             raise RateLimited("too many requests from this client", retry_after=wait)
         if len(payload) > messages.MAX_PAYLOAD:
-            raise AuthError(f"the request exceeds {messages.MAX_PAYLOAD} bytes")
+            raise RequestError(f"the request exceeds {messages.MAX_PAYLOAD} bytes")
         if request.operation == "cacerts":
             return messages.answer(
                 messages.request_id_of(payload),
