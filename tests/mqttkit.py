@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ __all__ = [
     "new_csr",
     "provisioning",
     "setup_claims",
+    "wait_reconnected",
     "write_identity",
 ]
 
@@ -156,6 +158,15 @@ def provisioning(inst: Installation, directory: Path, **settings: object) -> Ite
     finally:
         service.stop()
         broker.stop()
+
+
+def wait_reconnected(service: ProvisioningService) -> None:
+    """Until the service has seen the broker go and has connected again (generous bounds)."""
+    deadline = time.monotonic() + 30
+    while service.connected.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not service.connected.wait(90):
+        raise AssertionError("the provisioning service did not reconnect")
 
 
 def device_client(

@@ -37,6 +37,7 @@ from mqttkit import (
     new_csr,
     provisioning,
     setup_claims,
+    wait_reconnected,
     write_identity,
 )
 
@@ -214,7 +215,7 @@ def test_broker_restart_in_the_middle_issues_nothing_twice(
         setup.broker.stop()  # the answer is taken as lost: the device asks again after restart
         restarted = start_broker(inst, setup.broker.settings.directory, port=setup.broker.port)
         try:
-            assert setup.service.connected.wait(90), "the service did not reconnect"
+            wait_reconnected(setup.service)
             again = RawDevice(Provisioning(inst, restarted, setup.service), batch.signer, "dev-1")
             again.subscribe("iotpki/reply/batch-7/dev-1/#")
             payload = sign_request(batch.signer.key, batch.signer.chain, request_id, csr)
@@ -345,3 +346,47 @@ def test_the_agent_enrolls_and_renews_over_mqtt_with_its_exit_codes(
     # the broker is gone: unreachable
     assert execute("renew", agent) is ExitCode.UNREACHABLE
     assert len(_device_certs(inst, "dev-42")) == 2
+
+
+def test_the_agent_gets_a_lost_answer_again_after_a_broker_restart(
+    inst: Installation, tmp_path: Path
+) -> None:
+    """The first answer never reaches the agent, the broker restarts, the agent asks again:
+    the same certificate, issued once."""
+    batch = setup_claims(inst, tmp_path)
+    root = inst.authority.chain(inst.authority.default_issuing_ca())[-1]
+    bundle = tmp_path / "root.pem"
+    bundle.write_bytes(root.public_bytes(_PEM))
+    with provisioning(inst, tmp_path / "broker") as setup:
+        provisioner = setup.service.provisioner
+        answer = provisioner.handle
+        dropped: list[str] = []
+
+        def lose_the_first_answer(topic: str, payload: bytes, response: str | None = None):  # type: ignore[no-untyped-def]
+            result = answer(topic, payload, response)
+            if "/enroll/" in topic and not dropped:
+                dropped.append(topic)
+                return None
+            return result
+
+        provisioner.handle = lose_the_first_answer  # type: ignore[method-assign]
+        config = AgentConfig(
+            server=setup.url,
+            device_id="dev-5",
+            state_dir=tmp_path / "agent",
+            trust_bundle=bundle,
+            claim_cert=batch.chain_file,
+            claim_key=batch.key_file,
+            timeout=5.0,
+        )
+        agent = Agent(config)
+        assert execute("enroll", agent) is ExitCode.UNREACHABLE
+        assert len(_device_certs(inst, "dev-5")) == 1  # issued; the answer was lost
+        setup.broker.stop()
+        restarted = start_broker(inst, setup.broker.settings.directory, port=setup.broker.port)
+        try:
+            wait_reconnected(setup.service)
+            assert execute("enroll", agent) is ExitCode.OK
+        finally:
+            restarted.stop()
+    assert _device_certs(inst, "dev-5") == [agent.status().serial]

@@ -408,6 +408,14 @@ class Agent:
         except EstPending:
             self.store.keep_pending(generation, csr)
             raise
+        except EstUnreachable:
+            # Over MQTT the request ID is the CSR's: sent again, an answer that was lost (a
+            # broker restart, a timeout) comes back as the certificate already issued.
+            if self.config.over_mqtt:
+                self.store.keep_pending(generation, csr)
+            else:
+                self.store.discard(generation)
+            raise
         except BaseException:
             self.store.discard(generation)
             raise
