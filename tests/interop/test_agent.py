@@ -358,3 +358,63 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError("nginx did not start")
+
+
+def test_renewal_over_cmp_with_a_file_key(
+    tmp_path: Path,
+    world: tuple[Installation, Enrollment, Manufacturer, RunningServer],
+    clock: ManualClock,
+) -> None:
+    inst, enrollment, _maker, server = world
+    secret, _ = enrollment.create_secret("cmp-1", actor="test")
+    agent = Agent(
+        _config(tmp_path, server, "cmp-1", enrollment_secret=secret, renew_protocol="cmp"),
+        clock=AgentTestClock(clock),
+    )
+    assert execute("enroll", agent) is ExitCode.OK
+    first = agent.store.load()
+    assert first is not None
+    assert execute("renew", agent) is ExitCode.OK
+    second = agent.store.load()
+    assert second is not None
+    assert second.certificate.public_key() != first.certificate.public_key()
+    assert second.certificate.subject == first.certificate.subject
+    record = inst.authority.get(format(second.certificate.serial_number, "x"))
+    assert record.device_id == "cmp-1"
+    # a revoked certificate cannot renew: the CA's rejection is the agent's "refused"
+    inst.authority.revoke(record.serial, reason=RevocationReason.KEY_COMPROMISE, actor="test")
+    assert execute("renew", agent) is ExitCode.REFUSED
+
+
+def test_pkcs11_key_renews_over_cmp_without_an_idevid(
+    tmp_path: Path,
+    world: tuple[Installation, Enrollment, Manufacturer, RunningServer],
+    clock: ManualClock,
+    softhsm: tuple[str, str, str],
+) -> None:
+    """A token key cannot sign Python's TLS handshake; it signs a CMP kur."""
+    _inst, enrollment, _maker, server = world
+    module, token, pin = softhsm
+    secret, _ = enrollment.create_secret("hsm-cmp-1", actor="test")
+    agent = Agent(
+        _config(
+            tmp_path,
+            server,
+            "hsm-cmp-1",
+            enrollment_secret=secret,
+            key_store="pkcs11",
+            pkcs11_module=module,
+            pkcs11_token=token,
+            pkcs11_pin=pin,
+            renew_protocol="cmp",
+        ),
+        clock=AgentTestClock(clock),
+    )
+    assert execute("enroll", agent) is ExitCode.OK
+    first = agent.store.load()
+    assert first is not None and first.key_uri is not None
+    assert execute("renew", agent) is ExitCode.OK  # no IDevID is configured
+    second = agent.store.load()
+    assert second is not None and second.key_uri is not None
+    assert second.key_uri != first.key_uri and not second.key_path.exists()
+    assert second.certificate.public_key() != first.certificate.public_key()

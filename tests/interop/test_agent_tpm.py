@@ -117,3 +117,41 @@ def test_tpm_key_store_refuses_ed25519(tmp_path: Path) -> None:
             key_store="tpm",
             key_algorithm="ed25519",
         )
+
+
+def test_a_tpm_key_renews_over_cmp_without_the_idevid(
+    tmp_path: Path,
+    clock: ManualClock,
+    swtpm: SoftwareTpm,
+    server: tuple[Manufacturer, RunningServer],
+) -> None:
+    """The kur is signed inside the TPM with the current key; the IDevID is not used again."""
+    maker, running = server
+    key, idevid = maker.idevid("SN-TPM-2")
+    cert_path, key_path = write_identity(tmp_path / "factory", "idevid", key, idevid)
+    config = AgentConfig(
+        server=running.url,
+        device_id="SN-TPM-2",
+        state_dir=tmp_path / "agent",
+        ca_fingerprint=running.root_fingerprint,
+        idevid_cert=cert_path,
+        idevid_key=key_path,
+        key_store="tpm",
+        tpm_tcti=swtpm.tcti,
+        renew_protocol="cmp",
+        timeout=60.0,
+    )
+    agent = Agent(config, clock=_Clock(clock))
+    try:
+        assert execute("enroll", agent) is ExitCode.OK
+        first = agent.store.load()
+        assert first is not None
+        cert_path.unlink()  # the IDevID is gone: only the TPM key can renew
+        key_path.unlink()
+        assert execute("renew", agent) is ExitCode.OK
+        second = agent.store.load()
+        assert second is not None and second.directory != first.directory
+        assert second.certificate.public_key() != first.certificate.public_key()
+        assert (second.directory / "key.tpmkey").is_file()
+    finally:
+        agent.close()

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import NameOID
 
 from iotpki.agent.client import EstClient, EstPending, EstRefused, EstUnreachable
+from iotpki.agent.cmp import CmpClient
 from iotpki.agent.config import AgentConfig
 from iotpki.agent.mqtt import MqttClient, Signer
 from iotpki.agent.store import Identity, IdentityStore, pem
@@ -44,7 +45,10 @@ __all__ = ["Agent", "AgentClock", "ExitCode", "Status", "SystemAgentClock", "tpm
 log = logging.getLogger("iotpki.agent")
 _DER = serialization.Encoding.DER
 
-Enroll = Callable[[x509.CertificateSigningRequest], x509.Certificate]
+Enroll = Callable[
+    [x509.CertificateSigningRequest, CertificateIssuerPrivateKeyTypes], x509.Certificate
+]
+"""Sends the request for a new key (its CSR, and the key itself for a CMP proof of possession)."""
 Client = EstClient | MqttClient
 _TPM_BLOB = "key.tpmkey"
 
@@ -352,14 +356,15 @@ class Agent:
             signer = self._bootstrap_signer()
             context = self._context()
             signer.present(context)
-            return self._obtain(self._client(context, signer).simpleenroll, "enrolled over MQTT")
+            client = self._client(context, signer)
+            return self._obtain(lambda csr, _key: client.simpleenroll(csr), "enrolled over MQTT")
         use_idevid = self.config.idevid_cert is not None
         secret = None if use_idevid else self.config.secret()
         if not use_idevid and secret is None:
             raise ConfigError("no IDevID and no enrollment secret configured")
         client = self._client(self._context(idevid=use_idevid))
         return self._obtain(
-            lambda csr: client.simpleenroll(
+            lambda csr, _key: client.simpleenroll(
                 csr, None if secret is None else (self.config.device_id, secret)
             ),
             "enrolled with " + ("IDevID" if use_idevid else "enrollment secret"),
@@ -376,6 +381,8 @@ class Agent:
         if identity is None:
             raise ConfigError("not enrolled")
         expired = self.clock.now() >= identity.certificate.not_valid_after_utc
+        if not expired and self.config.renew_protocol == "cmp":
+            return self._renew_over_cmp(identity)
         if expired or self.config.key_store in ("pkcs11", "tpm"):
             if self.config.idevid_cert is None:
                 what = "expired" if expired else f"held in a {self.config.key_store} key store"
@@ -386,7 +393,19 @@ class Agent:
             client = self._client(self._context(identity), self._signer())  # TLS: the same cert
         else:
             client = self._client(self._context(identity))
-        return self._obtain(client.simplereenroll, "renewed (rekeyed)")
+        return self._obtain(lambda csr, _key: client.simplereenroll(csr), "renewed (rekeyed)")
+
+    def _renew_over_cmp(self, identity: Identity) -> Identity:
+        """A CMP key update signed with the current key, wherever that key is held."""
+        client = CmpClient(
+            self.config.server, self._context(), self.config.label, self.config.timeout
+        )
+        current_key = self._load_key(identity.directory)
+        anchors = self.store.trust()
+        return self._obtain(
+            lambda _csr, key: client.key_update(identity.certificate, current_key, key, anchors),
+            "renewed (rekeyed) over CMP",
+        )
 
     def _obtain(self, request: Enroll, what: str) -> Identity:
         pending = self.store.take_pending()
@@ -400,7 +419,7 @@ class Agent:
             if pending is None:
                 key = self._new_key(generation)
                 csr = self._csr(key)
-            cert = request(csr)
+            cert = request(csr, key)
             if cert.public_key() != key.public_key():
                 raise ConfigError("the server returned a certificate for another key")
             chain = self._chain(cert)

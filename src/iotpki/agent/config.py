@@ -48,7 +48,9 @@ class AgentConfig:
     pkcs11_token: str | None = None
     pkcs11_pin: str | None = None
     tpm_tcti: str = "device:/dev/tpmrm0"  # tpm2-tss TCTI, e.g. swtpm:host=127.0.0.1,port=2321
-    # rotation
+    # rotation: renew over EST (simplereenroll, TLS with the current key) or CMP (a kur signed
+    # with the current key: also for keys in a PKCS#11 token or a TPM)
+    renew_protocol: str = "est"
     renew_fraction: float = 1 / 3  # renew when this fraction of the lifetime remains
     jitter_fraction: float = 0.1  # renew up to this fraction of the lifetime earlier, at random
     backoff_initial: float = 10.0  # seconds
@@ -64,6 +66,10 @@ class AgentConfig:
             raise ConfigError(f"device_id {self.device_id[:64]!r} is not a valid device ID")
         if self.key_algorithm not in _KEY_ALGORITHMS:
             raise ConfigError(f"key_algorithm must be one of {', '.join(_KEY_ALGORITHMS)}")
+        if self.renew_protocol not in ("est", "cmp"):
+            raise ConfigError("renew_protocol must be est or cmp")
+        if self.renew_protocol == "cmp" and self.over_mqtt:
+            raise ConfigError("renew_protocol cmp needs an https:// server")
         if self.key_store not in ("file", "pkcs11", "tpm"):
             raise ConfigError("key_store must be file, pkcs11 or tpm")
         if self.key_store == "tpm" and self.key_algorithm == "ed25519":
