@@ -473,8 +473,10 @@ def serve(
     service.revocation.start(jobs)
     monitoring_jobs = service.monitor.jobs()
     monitoring_jobs.start(jobs)
-    provisioning = _provisioning(inst) if jobs != "process" else None
+    provisioning = None
     try:
+        if jobs != "process":
+            provisioning = _provisioning(inst)  # a ConfigError stops the jobs again
         uvloop.run(main())
     finally:
         stop.set()
@@ -513,8 +515,9 @@ def run_jobs(inst: Installation) -> None:
     service.revocation.start("installation")
     monitoring_jobs = service.monitor.jobs()
     monitoring_jobs.start("installation")
-    provisioning = _provisioning(inst)
+    provisioning = None
     try:
+        provisioning = _provisioning(inst)
         while not stopped.wait(0.5):
             pass
     finally:
