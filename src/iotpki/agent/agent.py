@@ -475,9 +475,14 @@ class Agent:
         """Do what is due now; return the seconds until the next look."""
         status = self.status()
         now = self.clock.now()
+        window = self._renewal_window() if status.enrolled and not status.expired else None
         if not status.enrolled:
             self.enroll()
-        elif status.expired or (status.renew_at is not None and now >= status.renew_at):
+        elif (
+            status.expired
+            or (status.renew_at is not None and now >= status.renew_at)
+            or (window is not None and now >= window[0])
+        ):
             # Anchors first: after a CA rollover the new certificate chains only to the new root.
             try:
                 self.refresh_trust()
@@ -488,6 +493,21 @@ class Agent:
         assert status.renew_at is not None
         wait = (status.renew_at - self.clock.now()).total_seconds()
         return max(0.0, min(wait, self.config.check_interval))
+
+    def _renewal_window(self) -> tuple[datetime, datetime] | None:
+        """The CA's suggested renewal window for the current certificate (RFC 9773; a rotation
+        campaign's window when one replaces it), asked on each wake; None when there is none or
+        the server cannot say (over MQTT the agent follows its own schedule)."""
+        identity = self.store.load()
+        if identity is None or self.config.over_mqtt:
+            return None
+        client = self._client(self._context())
+        assert isinstance(client, EstClient)
+        try:
+            return client.renewal_window(identity.certificate)
+        except IotpkiError as exc:
+            log.warning("no renewal information: %s", exc.message)
+            return None
 
     def backoff(self, failures: int) -> float:
         """Capped exponential back-off with full jitter over its upper half."""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import ssl
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from iotpki.errors import IotpkiError, MalformedInput
+from iotpki.protocols.acme.messages import cert_id
 from iotpki.protocols.est import messages
 
 __all__ = ["EstClient", "EstPending", "EstRefused", "EstUnreachable"]
@@ -111,6 +114,32 @@ class EstClient:
             token = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         return self._enroll("simpleenroll", csr, headers)
+
+    def renewal_window(self, certificate: x509.Certificate) -> tuple[datetime, datetime] | None:
+        """The window the CA suggests for renewing ``certificate`` (RFC 9773 renewalInfo, which
+        answers for certificates of every protocol and carries rotation campaigns' windows);
+        None when the server offers none."""
+        url = urlsplit(self.server)
+        connection = http.client.HTTPSConnection(
+            url.hostname or "", url.port or 443, context=self.context, timeout=self.timeout
+        )
+        try:
+            connection.request("GET", f"/acme/renewal-info/{cert_id(certificate)}")
+            response = connection.getresponse()
+            data = response.read(_MAX_RESPONSE)
+        except (OSError, http.client.HTTPException) as exc:
+            raise EstUnreachable(f"renewal-info: {exc}") from exc
+        finally:
+            connection.close()
+        if response.status != 200:
+            return None
+        try:
+            window = json.loads(data)["suggestedWindow"]
+            start = datetime.fromisoformat(window["start"].replace("Z", "+00:00"))
+            end = datetime.fromisoformat(window["end"].replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise MalformedInput("the renewal information is not a suggestedWindow") from exc
+        return (start, end) if start.tzinfo and end.tzinfo and start < end else None
 
     def simplereenroll(self, csr: x509.CertificateSigningRequest) -> x509.Certificate:
         """RFC 7030 section 4.2.2, authenticated by the current certificate (TLS)."""

@@ -13,6 +13,7 @@ from iotpki.cli import agent as agent_cli
 from iotpki.cli import akca as akca_cli
 from iotpki.cli import audit, ca, cert, serve, token
 from iotpki.cli import broker as broker_cli
+from iotpki.cli import campaign as campaign_cli
 from iotpki.cli import crl as crl_cli
 from iotpki.cli import demo as demo_cli
 from iotpki.cli import est as est_cli
@@ -68,6 +69,7 @@ app.add_typer(agent_cli.app, name="agent")
 app.add_typer(acme_cli.app, name="acme")
 app.add_typer(broker_cli.app, name="broker")
 app.add_typer(mqtt_cli.app, name="mqtt")
+app.add_typer(campaign_cli.app, name="campaign")
 app.add_typer(user_cli.app, name="user")
 app.add_typer(akca_cli.app, name="akca")
 

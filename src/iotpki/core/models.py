@@ -488,3 +488,56 @@ class KeyAttestation:
     root_subject: str
     ca_name: str | None = None
     serial: str | None = None
+
+
+class CampaignStatus(enum.StrEnum):
+    """Where a rotation campaign stands."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"  # its members renew as they would without it
+    CANCELLED = "cancelled"
+    FINISHED = "finished"  # the deadline passed; what was not replaced is reported
+
+
+class MemberState(enum.StrEnum):
+    """Where one certificate of a campaign stands."""
+
+    PENDING = "pending"
+    REPLACED = "replaced"
+    MISSED = "missed"  # not replaced by the deadline
+    REVOKED = "revoked"  # missed, and revoked as superseded (``revoke_after``)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRecord:
+    """A rotation campaign: the certificates selected must be replaced before the deadline,
+    under the target CA, profile and key type, at no more than ``max_rate`` per second."""
+
+    campaign_id: str
+    name: str
+    selector: str  # the ``key=value`` filters it was created with
+    deadline: datetime
+    max_rate: float
+    status: CampaignStatus
+    created_at: datetime
+    created_by: str
+    target_ca: str | None = None
+    profile: str | None = None
+    key_type: KeyType | None = None
+    revoke_after: bool = False
+    members: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignMember:
+    """One certificate a campaign replaces, and the window it is asked to renew in."""
+
+    campaign_id: str
+    ca_name: str
+    serial: str
+    device_id: str | None
+    window_start: datetime
+    window_end: datetime
+    state: MemberState = MemberState.PENDING
+    replaced_by: str | None = None
+    replaced_at: datetime | None = None

@@ -19,6 +19,7 @@ from cryptography import x509
 
 from iotpki.core.audit import ChainReport, verify_chain
 from iotpki.core.authority import serial_hex
+from iotpki.core.campaigns import Campaigns
 from iotpki.core.keyquality import KeyBlocklist
 from iotpki.core.models import AuditEvent, LintFinding
 from iotpki.core.monitoring import (
@@ -69,6 +70,7 @@ class Monitor:
     def __init__(self, inst: Installation, metrics: Metrics | None = None) -> None:
         self.installation = inst
         self.authority = inst.authority
+        self.campaigns = Campaigns(inst.authority)  # their deadlines are a monitoring job
         self.settings = inst.settings.monitoring
         self.store = SqlMonitoringStore(inst.store)
         self.inventory = SqlInventoryStore(inst.store)
@@ -168,6 +170,7 @@ class Monitor:
                 Job("monitoring.deliver", 15.0, self.alerter.deliver_due, exclusive=True),
                 Job("monitoring.usage", 5.0, self.flush_usage),
                 Job("audit.refusals", 30.0, self.authority.flush_refusals, exclusive=True),
+                Job("campaign.deadlines", 60.0, self.campaigns.finish_due, exclusive=True),
             ],
             self.store.exclusive,
         )

@@ -8,6 +8,7 @@ from iotpki.core.ports import (
     ApprovalTx,
     AttestationTx,
     AuditTx,
+    CampaignTx,
     CaTx,
     CertificateTx,
     CredentialTx,
@@ -41,6 +42,7 @@ _SESSIONS: type[SessionTx] = SqlTransaction
 _AUDIT: type[AuditTx] = SqlTransaction
 _ABUSE: type[AbuseTx] = SqlTransaction
 _REFUSALS: type[RefusalTx] = SqlTransaction
+_CAMPAIGNS: type[CampaignTx] = SqlTransaction
 _TRANSACTION: type[StoreTransaction] = SqlTransaction
 _STORE: type[Store] = SqlStore
 _ACME_TRANSACTION: type[AcmeTransaction] = SqlAcmeTransaction
@@ -62,6 +64,7 @@ TRANSACTION_PORTS: tuple[tuple[type[object], type[object]], ...] = (
     (AuditTx, _AUDIT),
     (AbuseTx, _ABUSE),
     (RefusalTx, _REFUSALS),
+    (CampaignTx, _CAMPAIGNS),
     (StoreTransaction, _TRANSACTION),
 )
 

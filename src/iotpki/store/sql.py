@@ -45,6 +45,7 @@ from iotpki.store import schema as s
 from iotpki.store.abuse import AbuseSql
 from iotpki.store.attestation import AttestationSql
 from iotpki.store.auth import AuthSql
+from iotpki.store.campaigns import CampaignSql
 from iotpki.store.enrollment import EnrollmentSql
 from iotpki.store.locks import exclusive
 from iotpki.store.scep import ScepSql
@@ -161,7 +162,7 @@ def _audit(row: Row[Any]) -> AuditEvent:
     )
 
 
-class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql, AuthSql, AbuseSql):
+class SqlTransaction(EnrollmentSql, ScepSql, AttestationSql, AuthSql, AbuseSql, CampaignSql):
     """The ``StoreTransaction`` port over one SQLAlchemy connection in a transaction."""
 
     def __init__(self, conn: Connection) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -14,6 +15,7 @@ from iotpki.core.authority._base import DER, Issued, RecordHook, SigningCA, seri
 from iotpki.core.authority.cas import CertificateAuthorities
 from iotpki.core.authority.lint import Lint
 from iotpki.core.authority.revocation import one_certificate
+from iotpki.core.campaign_rules import campaign_renewal
 from iotpki.core.csr import KeyRequest, signature_verified
 from iotpki.core.keyquality import is_blocklisted
 from iotpki.core.keytypes import algorithm_of, key_fingerprint, signature_hash
@@ -173,8 +175,15 @@ class Issuance(CertificateAuthorities, Lint):
             old = self.get(serial, ca=ca)
             if old.status is CertStatus.REVOKED:
                 raise Conflict(f"certificate {serial} is revoked and cannot be renewed")
-            prof = self._profile(old.profile)
-            signing = self._renewing_ca(old.ca_name)
+            with self._store.transaction(readonly=True) as tx:
+                campaign = campaign_renewal(tx, old)
+            if campaign is None:
+                prof = self._profile(old.profile)
+                signing = self._renewing_ca(old.ca_name)
+            else:  # a rotation campaign moves it to its target CA, profile and key type
+                prof = self._profile(campaign.campaign.profile or old.profile)
+                target = campaign.campaign.target_ca
+                signing = self._signing_ca(target) if target else self._renewing_ca(old.ca_name)
             now = self._clock.now()
             old_cert = old.certificate
             if csr is None:
@@ -202,6 +211,9 @@ class Issuance(CertificateAuthorities, Lint):
                         "a renewal must keep the identity: subject and names differ", serial=serial
                     )
                 public_key = csr.public_key()
+            if campaign is not None:
+                campaign.check_key(public_key)
+                within = _then(within, campaign.replaced, now)
             if attestation is None:
                 attestation = self._carried_attestation(old, public_key)
             _check_attestation(prof, public_key, attestation)
@@ -381,3 +393,18 @@ def _ensure_device(tx: StoreTransaction, device_id: str, now: datetime) -> None:
         tx.add_device(DeviceRecord(device_id=device_id, created_at=now))
     elif status != "active":
         raise PolicyViolation(f"device {device_id} is {status}", device_id=device_id)
+
+
+def _then(
+    within: RecordHook | None,
+    replaced: Callable[[StoreTransaction, str, datetime], None],
+    at: datetime,
+) -> RecordHook:
+    """``within``, then the campaign's record of the replacement, in the same transaction."""
+
+    def hook(tx: StoreTransaction, record: CertificateRecord) -> None:
+        if within is not None:
+            within(tx, record)
+        replaced(tx, record.serial, at)
+
+    return hook

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from iotpki.core.models import AuditEvent, CertificateRecord, KeyAlgorithm, LintFinding
 from iotpki.core.ports.access import SessionTx, TokenTx
 from iotpki.core.ports.audit import AbuseTx, AuditTx
+from iotpki.core.ports.campaigns import CampaignTx
 from iotpki.core.ports.certificates import (
     AttestationTx,
     CaTx,
@@ -35,6 +36,7 @@ __all__ = [
     "AttestationTx",
     "AuditTx",
     "CaTx",
+    "CampaignTx",
     "CertificateTx",
     "Clock",
     "CredentialTx",
@@ -108,6 +110,7 @@ class StoreTransaction(
     SessionTx,
     AuditTx,
     AbuseTx,
+    CampaignTx,
     Protocol,
 ):
     """Reads and writes inside one database transaction: every per-concern port at once."""

@@ -1,5 +1,6 @@
 """ACME Renewal Information (RFC 9773): suggested renewal windows that spread a fleet's
-renewals, and the operator's override that pulls windows forward after an incident.
+renewals, the operator's override that pulls windows forward after an incident, and the
+window a rotation campaign gives each of its certificates (whatever protocol issued it).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from iotpki.core.acme_ports import AcmeStore, RenewalOverride
+from iotpki.core.campaigns import Campaigns
 from iotpki.core.models import CertificateRecord
 from iotpki.errors import NotFound, RequestError
 from iotpki.protocols.acme import messages
@@ -59,7 +61,11 @@ def renewal_info(ctx: AcmeContext, cert_id: str) -> tuple[dict[str, Any], int]:
         or messages.cert_id(record.certificate).split(".")[0] != cert_id.split(".")[0]
     ):
         raise AcmeProblem("malformed", "no certificate with that CertID", status=404)
-    start, end, explanation = suggested_window(record, overrides)
+    campaign = Campaigns(ctx.authority).window(record)
+    if campaign is not None:  # a rotation campaign's window comes first (core.campaigns)
+        start, end, explanation = campaign[0], campaign[1], None
+    else:
+        start, end, explanation = suggested_window(record, overrides)
     body: dict[str, Any] = {
         "suggestedWindow": {"start": messages.timestamp(start), "end": messages.timestamp(end)}
     }

@@ -33,6 +33,8 @@ from iotpki.store.schema.enrollment import (
 from iotpki.store.schema.operations import (
     acme_attestations,
     alert_deliveries,
+    campaign_members,
+    campaigns,
     crl_numbers,
     crl_partitions,
     crls,
@@ -71,6 +73,8 @@ __all__ = [
     "audit_head",
     "blocked_keys",
     "bootstrap_cas",
+    "campaign_members",
+    "campaigns",
     "cas",
     "certificates",
     "crl_numbers",

@@ -20,6 +20,8 @@ from iotpki.store.schema.base import UTCDateTime, audit_events, certificates, me
 __all__ = [
     "acme_attestations",
     "alert_deliveries",
+    "campaign_members",
+    "campaigns",
     "crl_numbers",
     "crl_partitions",
     "crls",
@@ -255,4 +257,41 @@ secret_lockouts = Table(
     Column("failures", Integer, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("locked_until", UTCDateTime),
+)
+
+
+# -- rotation campaigns (migration campaigns_0001) ------------------------------------------------
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("campaign_id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("selector", Text, nullable=False),
+    Column("deadline", UTCDateTime, nullable=False),
+    Column("max_rate", String(32), nullable=False),  # a decimal: renewals per second
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("target_ca", String(64)),
+    Column("profile", String(64)),
+    Column("key_type", String(16)),
+    Column("revoke_after", Boolean, nullable=False),
+    Column("members", Integer, nullable=False),
+)
+
+campaign_members = Table(
+    "campaign_members",
+    metadata,
+    Column("campaign_id", String(32), primary_key=True),
+    Column("ca_name", String(64), primary_key=True),
+    Column("serial", String(64), primary_key=True),
+    Column("device_id", String(128)),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("window_end", UTCDateTime, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("replaced_by", String(64)),
+    Column("replaced_at", UTCDateTime),
+    Index("ix_campaign_members_certificate", "ca_name", "serial"),
+    Index("ix_campaign_members_state", "campaign_id", "state"),
 )

@@ -1,0 +1,94 @@
+"""A rotation campaign carried out by real agents over real TLS: each asks for its renewal
+information on every wake (RFC 9773, whatever protocol issued its certificate), renews inside
+its campaign window, and ends on the campaign's ML-DSA-44 issuing CA; the switched-off ones are
+revoked after the deadline. The server is real, the clock virtual."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from estserver import https_server
+from iotpki.agent import Agent, AgentConfig
+from iotpki.core.campaigns import Campaigns
+from iotpki.core.enrollment import Enrollment
+from iotpki.core.models import CertStatus, KeyAlgorithm, MemberState
+from iotpki.core.x509util import issued_by
+
+from conftest import ManualClock, make_installation
+
+pytestmark = pytest.mark.interop
+
+FLEET, OFF = 24, 4
+WAKE = timedelta(minutes=30)
+
+
+class _Clock:
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def sleep(self, seconds: float, stop: threading.Event) -> bool:
+        return stop.is_set()
+
+
+def test_agents_renew_inside_their_campaign_windows(tmp_path: Path, clock: ManualClock) -> None:
+    inst = make_installation(tmp_path / "home", clock=clock, lint_background=False)
+    enrollment = Enrollment(inst.authority)
+    inst.authority.create_issuing(
+        "pq", parent="root", common_name="PQ Issuing CA", algorithm=KeyAlgorithm.MLDSA44,
+        lifetime=timedelta(days=365), backend="file", actor="test",
+    )  # fmt: skip
+    try:
+        with https_server(inst) as server:
+            agents = []
+            for n in range(FLEET):
+                device = f"dev-{n:02d}"
+                secret, _ = enrollment.create_secret(device, actor="test")
+                config = AgentConfig(
+                    server=server.url,
+                    device_id=device,
+                    state_dir=tmp_path / "agents" / device,
+                    ca_fingerprint=server.root_fingerprint,
+                    enrollment_secret=secret,
+                    timeout=30.0,
+                )
+                agent = Agent(config, clock=_Clock(clock))
+                agent.enroll()
+                agents.append(agent)
+            campaigns = Campaigns(inst.authority)
+            start = clock.now()
+            campaign = campaigns.create(
+                name="pq", select="ca=issuing profile=device", deadline=start + timedelta(hours=12),
+                target_ca="pq", max_rate=1 / 600, revoke_after=True, actor="test",
+            )  # fmt: skip
+            running, switched_off = agents[OFF:], agents[:OFF]
+            while clock.now() < start + timedelta(hours=11):
+                clock.advance(WAKE)
+                for agent in running:
+                    before = agent.store.load()
+                    assert (
+                        before is not None and before.certificate.not_valid_after_utc > clock.now()
+                    )
+                    agent.step()  # asks for its renewal information, renews if its window is open
+            pq = inst.authority.get_ca("pq").certificate
+            for agent in running:
+                identity = agent.store.load()
+                assert identity is not None
+                assert issued_by(identity.certificate, pq), agent.config.device_id
+            progress = campaigns.progress(campaign.campaign_id)
+            assert progress.counts[MemberState.REPLACED] == FLEET - OFF
+            clock.advance(timedelta(hours=2))  # past the deadline
+            campaigns.finish_due()
+            for agent in switched_off:
+                identity = agent.store.load()
+                assert identity is not None
+                serial = format(identity.certificate.serial_number, "x")
+                assert inst.authority.get(serial).status is CertStatus.REVOKED
+    finally:
+        inst.close()
