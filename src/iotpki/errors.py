@@ -138,6 +138,14 @@ class RateLimited(AuthError):
     code = "rate_limited"
 
 
+class Busy(IotpkiError):
+    """The work is arriving faster than it may be done (a campaign's rate): retry after
+    ``retry_after`` seconds (EST and ACME 503 with Retry-After, CMP systemUnavail)."""
+
+    status = 503
+    code = "busy"
+
+
 class PeerRefused(AuthError):
     """A TLS peer or a signed message is refused; ``reason`` names what failed."""
 

@@ -4,6 +4,7 @@ campaign puts on a renewal; steering and refusals."""
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import random
 from collections import Counter
@@ -20,7 +21,7 @@ from iotpki.core.models import (
     MemberState,
 )
 from iotpki.core.x509util import issued_by
-from iotpki.errors import Conflict, NotFound, PolicyViolation, RequestError
+from iotpki.errors import Busy, Conflict, NotFound, PolicyViolation, RequestError
 from iotpki.services.installation import Installation
 
 from conftest import ManualClock, device_csr
@@ -89,15 +90,22 @@ def test_a_fleet_moves_to_an_ml_dsa_ca_within_a_day_at_the_set_rate(
         assert wake <= window[1]  # a window is never shorter than the agents' wake interval
         plan.append((wake, device, serial))
     renewals: Counter[int] = Counter()
-    for wake, device, serial in sorted(plan):
+    heapq.heapify(plan)
+    while plan:
+        wake, device, serial = heapq.heappop(plan)
         clock.current = wake
         old = inst.authority.get(serial)
         assert old.status is CertStatus.VALID and old.not_after > wake  # never without one
         key = ec.generate_private_key(ec.SECP256R1())
-        issued = inst.authority.renew(serial, csr=device_csr(device, key), actor="agent")
+        try:
+            issued = inst.authority.renew(serial, csr=device_csr(device, key), actor="agent")
+        except Busy:  # faster than the campaign's rate: the agent asks again at its next wake
+            heapq.heappush(plan, (wake + WAKE, device, serial))
+            continue
         assert issued.record.ca_name == "pq"
         assert issued.certificate.not_valid_before_utc <= wake
         assert issued_by(issued.certificate, inst.authority.get_ca("pq").certificate)
+        assert wake < deadline
         renewals[int((wake - start).total_seconds() // 3600)] += 1
     assert max(renewals.values()) <= max_rate * 3600  # the peak hour within the limit
     progress = campaigns.progress(campaign.campaign_id)
@@ -116,6 +124,25 @@ def test_a_fleet_moves_to_an_ml_dsa_ca_within_a_day_at_the_set_rate(
     actions = [e.action for e in inst.store.audit_events()]
     assert actions.count("campaign.created") == 1 and actions.count("campaign.finished") == 1
     assert campaigns.finish_due() == []  # finished once
+
+
+def test_renewals_faster_than_the_rate_are_told_to_retry(
+    inst: Installation, clock: ManualClock
+) -> None:
+    serials = _fleet(inst, 3)
+    campaigns = Campaigns(inst.authority)
+    campaigns.create(
+        name="slow", select="ca=issuing", deadline=clock.now() + timedelta(days=1),
+        max_rate=1 / 600, actor="test",
+    )  # fmt: skip
+    first, second = list(serials.items())[:2]
+    inst.authority.renew(first[1], csr=device_csr(first[0]), actor="agent")
+    with pytest.raises(Busy) as refused:
+        inst.authority.renew(second[1], csr=device_csr(second[0]), actor="agent")
+    assert 0 < int(str(refused.value.data["retry_after"])) <= 1200
+    assert inst.authority.get(second[1]).status is CertStatus.VALID  # nothing changed
+    clock.advance(timedelta(minutes=20))
+    inst.authority.renew(second[1], csr=device_csr(second[0]), actor="agent")
 
 
 def test_a_campaign_sets_the_key_type_and_leaves_others_alone(

@@ -5,6 +5,7 @@ revoked after the deadline. The server is real, the clock virtual."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from estserver import https_server
 from iotpki.agent import Agent, AgentConfig
+from iotpki.agent.client import EstUnreachable
 from iotpki.core.campaigns import Campaigns
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.models import CertStatus, KeyAlgorithm, MemberState
@@ -75,7 +77,10 @@ def test_agents_renew_inside_their_campaign_windows(tmp_path: Path, clock: Manua
                     assert (
                         before is not None and before.certificate.not_valid_after_utc > clock.now()
                     )
-                    agent.step()  # asks for its renewal information, renews if its window is open
+                    try:
+                        agent.step()  # asks for its renewal information; renews if it is time
+                    except EstUnreachable as exc:  # 503: the campaign is at its rate
+                        assert "503" in exc.message  # it asks again at its next wake
             pq = inst.authority.get_ca("pq").certificate
             for agent in running:
                 identity = agent.store.load()
@@ -83,6 +88,10 @@ def test_agents_renew_inside_their_campaign_windows(tmp_path: Path, clock: Manua
                 assert issued_by(identity.certificate, pq), agent.config.device_id
             progress = campaigns.progress(campaign.campaign_id)
             assert progress.counts[MemberState.REPLACED] == FLEET - OFF
+            replaced = campaigns.members(campaign.campaign_id, MemberState.REPLACED)
+            times = sorted(m.replaced_at for m in replaced if m.replaced_at is not None)
+            for a, b in itertools.pairwise(times):  # the campaign's rate held: one per 600 s
+                assert b - a >= timedelta(seconds=WAKE.total_seconds() / 3)
             clock.advance(timedelta(hours=2))  # past the deadline
             campaigns.finish_due()
             for agent in switched_off:

@@ -193,7 +193,7 @@ def _answer(operation: str, result: dict[str, Any]) -> dict[str, Any]:
     if answer.get("status") == "error":
         error = answer.get("error") or {}
         code = str(error.get("code", "error"))
-        if code == "internal":
+        if code in ("internal", "busy"):  # busy: a campaign's rate; ask again later
             raise EstUnreachable(f"{operation}: {error.get('message', 'service fault')}")
         raise EstRefused(_STATUS.get(code, 400), f"{code}: {error.get('message', '')}")
     return answer

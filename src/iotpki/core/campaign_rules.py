@@ -1,14 +1,15 @@
 """What a rotation campaign changes in a renewal, read in the renewal's own transaction.
 
 A certificate that an active campaign replaces is renewed under the campaign's target CA and
-profile, with a key of its key type; the renewal marks the member replaced in the same
-transaction that records the new certificate, so progress never runs ahead of issuance.
+profile, with a key of its key type, and no faster than the campaign's rate (``Busy``, retry
+later, beyond it). The renewal marks the member replaced in the same transaction that records
+the new certificate, so progress never runs ahead of issuance.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
@@ -19,8 +20,10 @@ from iotpki.core.models import (
     CertificateRecord,
     MemberState,
 )
-from iotpki.core.ports import StoreTransaction
-from iotpki.errors import PolicyViolation
+from iotpki.core.ports import Clock, StoreTransaction
+from iotpki.core.ports.shared import RateCounters
+from iotpki.core.ratelimit import SharedWindow
+from iotpki.errors import Busy, PolicyViolation
 
 __all__ = ["CampaignRenewal", "campaign_renewal"]
 
@@ -44,6 +47,22 @@ class CampaignRenewal:
                 f"renew with a new {wanted} key",
                 campaign=self.campaign.campaign_id,
                 key_type=str(wanted),
+            )
+
+    def pace(self, rates: RateCounters | None, clock: Clock) -> None:
+        """Busy (retry later) when the campaign's renewals arrive faster than its rate: over a
+        window of a minute (or one renewal's time at a slower rate), shared by the replicas."""
+        if rates is None:
+            return
+        window = max(60.0, 1 / self.campaign.max_rate)
+        limit = max(1, round(self.campaign.max_rate * window))
+        pacer = SharedWindow(rates, "campaign", limit, timedelta(seconds=window), clock)
+        wait = pacer.retry_after([self.campaign.campaign_id])
+        if wait is not None:
+            raise Busy(
+                f"campaign {self.campaign.name} is at its rate: renew again in {wait}s",
+                retry_after=wait,
+                campaign=self.campaign.campaign_id,
             )
 
     def replaced(self, tx: StoreTransaction, new_serial: str, at: datetime) -> None:

@@ -196,6 +196,7 @@ def open_installation(
         ),
         clock=clock or SystemClock(),
         linter=linter,
+        rates=store,
     )
     _audit_settings(settings, authority)
     return Installation(settings, store, keys, authority, SealedSecrets(store, passphrase))

@@ -21,6 +21,7 @@ from iotpki.core.keyquality import KeyBlocklist
 from iotpki.core.models import CARecord, CAStatus, CertificateRecord, KeyAlgorithm
 from iotpki.core.partitions import PartitionScheme, partition_extensions
 from iotpki.core.ports import Clock, KeyBackend, Linter, Store, StoreTransaction, SystemClock
+from iotpki.core.ports.shared import RateCounters
 from iotpki.errors import ConfigError, NotFound
 
 EventListener = Callable[[str, str, dict[str, object]], None]
@@ -123,8 +124,12 @@ class AuthorityBase:
         clock: Clock | None = None,
         linter: Linter | None = None,
         rng: random.Random | None = None,
+        rates: RateCounters | None = None,
     ) -> None:
+        """``rates`` (shared by the replicas) hold rotation campaigns to their rate; without
+        them only the campaigns' windows spread renewals."""
         self._store = store
+        self._rates = rates
         self._keys = dict(key_backends)
         self._config = config
         self._clock = clock or SystemClock()

@@ -181,6 +181,7 @@ class Issuance(CertificateAuthorities, Lint):
                 prof = self._profile(old.profile)
                 signing = self._renewing_ca(old.ca_name)
             else:  # a rotation campaign moves it to its target CA, profile and key type
+                campaign.pace(self._rates, self._clock)
                 prof = self._profile(campaign.campaign.profile or old.profile)
                 target = campaign.campaign.target_ca
                 signing = self._signing_ca(target) if target else self._renewing_ca(old.ca_name)

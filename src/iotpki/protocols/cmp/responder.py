@@ -42,6 +42,7 @@ from iotpki.errors import (
     AuthError,
     BackendError,
     BadSignature,
+    Busy,
     ConfigError,
     Conflict,
     Forbidden,
@@ -113,7 +114,7 @@ def _fail_info(exc: IotpkiError, signed: bool) -> FailInfo:
         return FailInfo.BAD_CERT_ID
     if isinstance(exc, Conflict):
         return FailInfo.CERT_REVOKED if "revoked" in exc.message else FailInfo.BAD_REQUEST
-    if isinstance(exc, BackendError | ConfigError):
+    if isinstance(exc, BackendError | ConfigError | Busy):  # Busy: a campaign's rate
         return FailInfo.SYSTEM_UNAVAIL
     return FailInfo.BAD_REQUEST
 

@@ -30,7 +30,7 @@ from iotpki.core.authenticators import (
 )
 from iotpki.core.authority import Issued
 from iotpki.core.enrollment import Enrollment, Pending
-from iotpki.errors import AuthError, IotpkiError, RateLimited
+from iotpki.errors import AuthError, Busy, IotpkiError, RateLimited
 from iotpki.protocols.access import client_address, log_access
 from iotpki.protocols.client_cert import ClientCertSource
 from iotpki.protocols.est import messages
@@ -91,7 +91,7 @@ class EstEndpoints:
                     target=request.url.path,
                 )
                 headers: dict[str, str] = {}
-                if isinstance(exc, RateLimited):
+                if isinstance(exc, RateLimited | Busy):
                     headers["Retry-After"] = str(exc.data.get("retry_after", 60))
                 elif exc.status == 401:
                     headers["WWW-Authenticate"] = _REALM
