@@ -22,6 +22,8 @@ from iotpki.core.models import (
 )
 from iotpki.core.x509util import issued_by
 from iotpki.errors import Busy, Conflict, NotFound, PolicyViolation, RequestError
+from iotpki.monitoring.metrics import Metrics
+from iotpki.monitoring.service import Monitor
 from iotpki.services.installation import Installation
 
 from conftest import ManualClock, device_csr
@@ -220,3 +222,25 @@ def test_windows_are_spread_over_the_fleet(inst: Installation, clock: ManualCloc
     assert gaps == {timedelta(hours=9) / 50}  # even spacing over 90 % of the time
     order = [m.serial for m in campaigns.members(campaign.campaign_id)]
     assert order != sorted(order, key=lambda s: int(s, 16))  # not in issuance order
+
+
+def test_a_campaign_behind_schedule_is_a_finding_and_a_metric(
+    inst: Installation, clock: ManualClock
+) -> None:
+    _fleet(inst, 10)
+    campaigns = Campaigns(inst.authority)
+    campaign = campaigns.create(
+        name="late", select="ca=issuing", deadline=clock.now() + timedelta(hours=10),
+        actor="test",
+    )  # fmt: skip
+    monitor = Monitor(inst, Metrics())
+    clock.advance(timedelta(hours=5))  # half the windows have ended, nothing replaced
+    changes = monitor.anomaly_scan()
+    [finding] = [c for c in changes if c.finding.check == "campaign_behind"]
+    assert finding.finding.key == campaign.campaign_id
+    assert finding.finding.severity == "high"
+    monitor.refresh_metrics()
+    assert monitor.metrics is not None
+    text = monitor.metrics.render().decode()
+    assert 'iotpki_campaign_members{campaign="late",state="pending"} 10.0' in text
+    assert 'iotpki_campaign_due{campaign="late"} 5.0' in text

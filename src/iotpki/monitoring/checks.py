@@ -11,18 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from iotpki.core.models import CAKind, CARecord, CAStatus
+from iotpki.core.campaigns import Progress
+from iotpki.core.models import CAKind, CARecord, CAStatus, MemberState
 from iotpki.core.monitoring import Observation
 from iotpki.settings import ExpiryThresholds, MonitoringSettings
 from iotpki.store.monitoring import SqlMonitoringStore
 
 __all__ = [
+    "CAMPAIGN_CHECKS",
     "ENROLLMENT_FAILURE_ACTIONS",
     "EXPIRY_CHECKS",
     "KEY_CHECKS",
     "RATE_CHECKS",
     "USAGE_CHECKS",
     "age_observations",
+    "campaign_observations",
     "expiry_observations",
     "rate_observations",
     "usage_observations",
@@ -33,6 +36,7 @@ AGE_CHECKS = ("cert_age", "ca_age")
 USAGE_CHECKS = ("cert_shared", "revoked_in_use", "ca_revoked_in_use", "client_id_conflict")
 RATE_CHECKS = ("renewal_storm", "enrollment_failures")
 KEY_CHECKS = ("weak_key", "shared_key")
+CAMPAIGN_CHECKS = ("campaign_behind",)
 
 # Audit actions that mean an enrollment attempt failed (EST, SCEP, ACME, the API).
 ENROLLMENT_FAILURE_ACTIONS = (
@@ -271,6 +275,36 @@ def rate_observations(
                     "(possible brute force on enrollment secrets)"
                 ),
                 evidence={"by_action": failures, "top_targets": dict(top)},
+            )
+        )
+    return found
+
+
+def campaign_observations(running: Sequence[Progress], now: datetime) -> list[Observation]:
+    """A running rotation campaign behind its schedule: fewer replaced than windows ended
+    (high; critical in the last tenth of its time)."""
+    found = []
+    for progress in running:
+        if not progress.behind:
+            continue
+        c = progress.campaign
+        replaced = progress.counts[MemberState.REPLACED]
+        late = now >= c.deadline - (c.deadline - c.created_at) / 10
+        found.append(
+            Observation(
+                check="campaign_behind",
+                key=c.campaign_id,
+                severity="critical" if late else "high",
+                summary=(
+                    f"campaign {c.name} is behind: {replaced} of {c.members} replaced, "
+                    f"{progress.expected} due by now, deadline {c.deadline.isoformat()}"
+                ),
+                evidence={
+                    "replaced": replaced,
+                    "due": progress.expected,
+                    "pending": progress.counts[MemberState.PENDING],
+                    "deadline": c.deadline.isoformat(),
+                },
             )
         )
     return found

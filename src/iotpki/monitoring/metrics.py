@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from iotpki.core.campaigns import Progress
 from iotpki.core.models import CARecord
 
 __all__ = ["CONTENT_TYPE_LATEST", "UNMATCHED", "Metrics", "route_label"]
@@ -81,6 +82,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.campaign_members = Gauge(
+            "iotpki_campaign_members",
+            "Certificates of each running rotation campaign by state",
+            ["campaign", "state"],
+            registry=self.registry,
+        )
+        self.campaign_due = Gauge(
+            "iotpki_campaign_due",
+            "Members of each running campaign whose window has ended (replaced by now if on time)",
+            ["campaign"],
+            registry=self.registry,
+        )
+
     def on_event(self, action: str, actor: str, data: dict[str, object]) -> None:
         """Count an authority event (the authority's ``EventListener``)."""
         protocol = _protocol(actor)
@@ -101,6 +115,16 @@ class Metrics:
             if ca.certificate_der is not None:
                 remaining = ca.certificate.not_valid_after_utc - now
                 self.ca_expiry.labels(ca.name).set(remaining.total_seconds())
+
+    def set_campaigns(self, running: list[Progress]) -> None:
+        """Replace the campaign gauges with the running campaigns' progress."""
+        self.campaign_members.clear()
+        self.campaign_due.clear()
+        for progress in running:
+            name = progress.campaign.name
+            for state, count in progress.counts.items():
+                self.campaign_members.labels(name, str(state)).set(count)
+            self.campaign_due.labels(name).set(progress.expected)
 
     def set_findings(self, open_by_check: dict[tuple[str, str], int]) -> None:
         """Replace the open-findings gauges (checks no longer open drop to zero)."""

@@ -19,9 +19,9 @@ from cryptography import x509
 
 from iotpki.core.audit import ChainReport, verify_chain
 from iotpki.core.authority import serial_hex
-from iotpki.core.campaigns import Campaigns
+from iotpki.core.campaigns import Campaigns, Progress
 from iotpki.core.keyquality import KeyBlocklist
-from iotpki.core.models import AuditEvent, LintFinding
+from iotpki.core.models import AuditEvent, CampaignStatus, LintFinding
 from iotpki.core.monitoring import (
     Delivery,
     FindingChange,
@@ -124,7 +124,18 @@ class Monitor:
         now = self.authority.clock.now()
         observed = checks.usage_observations(self.store, now, self.settings)
         observed += checks.rate_observations(self.store, now, self.settings)
-        return self.store.sync_findings(checks.USAGE_CHECKS + checks.RATE_CHECKS, observed, now)
+        observed += checks.campaign_observations(self.running_campaigns(), now)
+        watched = checks.USAGE_CHECKS + checks.RATE_CHECKS + checks.CAMPAIGN_CHECKS
+        return self.store.sync_findings(watched, observed, now)
+
+    def running_campaigns(self) -> list[Progress]:
+        """The progress of every active or paused rotation campaign."""
+        running = (CampaignStatus.ACTIVE, CampaignStatus.PAUSED)
+        return [
+            self.campaigns.progress(c.campaign_id)
+            for c in self.campaigns.all()
+            if c.status in running
+        ]
 
     def key_scan(self) -> tuple[int, list[FindingChange]]:
         """Key quality of every key not checked yet, then weak and shared key findings."""
@@ -161,6 +172,7 @@ class Monitor:
             count = self.inventory.count_expiring(now, now + timedelta(days=days))
             self.metrics.expiring.labels(f"{days}d").set(count)
         self.metrics.set_findings(self.store.open_findings_by_check())
+        self.metrics.set_campaigns(self.running_campaigns())
 
     def jobs(self) -> JobRunner:
         """The monitor's background jobs (not started)."""
