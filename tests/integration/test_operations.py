@@ -12,6 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from iotpki.core.access import create_token
+from iotpki.core.campaigns import Campaigns
 from iotpki.core.models import CertStatus, RevocationReason, Role
 from iotpki.server import Service, build_https_app
 from iotpki.services.installation import Installation
@@ -238,3 +239,22 @@ def test_anomalies_from_usage_and_alert_dedup(ops: Ops) -> None:
     metrics = client.get("/metrics").text
     assert 'iotpki_findings_open{check="cert_shared",severity="high"} 1.0' in metrics
     assert 'iotpki_certificates_expiring{within="7d"} 1.0' in metrics
+
+
+def test_campaign_pages_show_the_burn_down_and_silent_devices(ops: Ops, clock: ManualClock) -> None:
+    campaigns = Campaigns(ops.inst.authority)
+    campaign = campaigns.create(
+        name="rekey-all", select="profile=device", deadline=clock.now() + timedelta(hours=6),
+        actor="test",
+    )  # fmt: skip
+    clock.advance(timedelta(hours=4))  # two of three windows have ended, nothing renewed
+    client = ops.client(Role.AUDITOR)
+    listing = client.get("/ui/campaigns")
+    assert listing.status_code == 200 and "rekey-all" in listing.text and "behind" in listing.text
+    page = client.get(f"/ui/campaigns/{campaign.campaign_id}")
+    assert page.status_code == 200
+    assert "<svg" in page.text and "<polyline" in page.text and "<rect" in page.text
+    assert page.text.count("/ui/certificates/issuing/") >= 2  # the devices not heard from
+    assert client.get("/ui/campaigns/nope").status_code == 404
+    assert client.get("/ui/campaigns/../../x").status_code == 404
+    assert ops.client().get("/ui/campaigns").status_code == 303  # sign in first

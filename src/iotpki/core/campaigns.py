@@ -280,6 +280,34 @@ class Campaigns:
         recent = sum(1 for t in times if t > now - window)
         return Progress(campaign, counts, expected, recent / window.total_seconds())
 
+    def burndown(
+        self, campaign_id: str, periods: int = 24
+    ) -> tuple[list[tuple[datetime, int]], list[int]]:
+        """What remained at the end of each period so far, and what the windows plan to leave
+        at the end of every period up to the deadline."""
+        campaign = self.get(campaign_id)
+        with self._store.transaction(readonly=True) as tx:
+            times = tx.replacement_times(campaign_id)
+        now = self.authority.clock.now()
+        length = (campaign.deadline - campaign.created_at) / periods
+        remaining, planned = [], []
+        done = 0
+        for i in range(1, periods + 1):
+            end = campaign.created_at + length * i
+            planned.append(campaign.members - _ended_windows(campaign, end))
+            if end - length > now:
+                continue
+            while done < len(times) and times[done] <= end:
+                done += 1
+            remaining.append((end, campaign.members - done))
+        return remaining, planned
+
+    def silent(self, campaign_id: str, limit: int = 50) -> list[CampaignMember]:
+        """Members whose window has ended and that have not renewed (devices not heard from)."""
+        now = self.authority.clock.now()
+        waiting = self.members(campaign_id, MemberState.PENDING, limit=10 * limit)
+        return [m for m in waiting if m.window_end < now][:limit]
+
     def members(
         self, campaign_id: str, state: MemberState | None = None, limit: int = 1000
     ) -> list[CampaignMember]:

@@ -28,7 +28,7 @@ from iotpki.core.models import RevocationReason
 from iotpki.core.monitoring import InventoryFilter
 from iotpki.core.signin import SignIn, Throttle
 from iotpki.errors import AuthError, Forbidden, IotpkiError, RateLimited, RequestError
-from iotpki.monitoring.charts import bar_chart, hbar_chart
+from iotpki.monitoring.charts import bar_chart, burndown_chart, hbar_chart
 from iotpki.monitoring.report import build_report, render_html
 from iotpki.monitoring.service import Monitor
 from iotpki.protocols.access import client_address, log_access
@@ -426,6 +426,37 @@ class Dashboard:
             "findings.html", session, findings=rows, status=status, deliveries=deliveries
         )
 
+    async def campaigns(self, request: Request, session: Session) -> Response:
+        """GET /ui/campaigns: every rotation campaign and its progress."""
+        rows = await blocking(
+            lambda: [
+                self.monitor.campaigns.progress(c.campaign_id) for c in self.monitor.campaigns.all()
+            ]
+        )
+        return self._render("campaigns.html", session, rows=rows)
+
+    async def campaign(self, request: Request, session: Session) -> Response:
+        """GET /ui/campaigns/<id>: the burn-down against the deadline, rate, silent devices."""
+        campaign_id = request.path_params["campaign_id"]
+        if len(campaign_id) > 32 or not campaign_id.isalnum():
+            raise RequestError("not a campaign ID", field="campaign_id")
+
+        def load() -> dict[str, Any]:
+            progress = self.monitor.campaigns.progress(campaign_id)
+            remaining, planned = self.monitor.campaigns.burndown(campaign_id)
+            chart = burndown_chart(
+                [(f"{end:%d %H:%M}", count) for end, count in remaining],
+                planned,
+                title="remaining to replace (bars) and planned (line), to the deadline",
+            )
+            return {
+                "p": progress,
+                "chart": Markup(chart),
+                "silent": self.monitor.campaigns.silent(campaign_id),
+            }
+
+        return self._render("campaign.html", session, **await blocking(load))
+
     async def report(self, request: Request, session: Session) -> Response:
         """GET /ui/report (HTML) and /ui/report.json."""
         data = await blocking(build_report, self.monitor)
@@ -467,6 +498,12 @@ def web_routes(monitor: Monitor, publication: PublicationStatus | None = None) -
         ),
         Route("/ui/audit", p("audit:read", "audit", d.audit), methods=["GET"]),
         Route("/ui/findings", p("finding:read", "findings", d.findings), methods=["GET"]),
+        Route("/ui/campaigns", p("cert:read", "campaigns", d.campaigns), methods=["GET"]),
+        Route(
+            "/ui/campaigns/{campaign_id}",
+            p("cert:read", "campaign", d.campaign),
+            methods=["GET"],
+        ),
         Route("/ui/report", p("report:read", "report", d.report), methods=["GET"]),
         Route("/ui/report.json", p("report:read", "report", d.report), methods=["GET"]),
     ]
