@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from iotpki.core.models import CertStatus
+from iotpki.core.campaigns import Campaigns
+from iotpki.core.models import CertStatus, MemberState
 from iotpki.net.asgi_tls import TLSExtensionProtocol
 from iotpki.protocols.acme import eab
 from iotpki.server import (
@@ -254,3 +256,50 @@ def test_lego_http01_renew_revoke_and_tls_alpn01(server: Server, tmp_path: Path)
     server.verify(tmp_path / "lego" / "certificates" / f"{alpn_name}.crt")
     actions = {e.action for e in server.inst.store.audit_events()}
     assert {"acme.account.created", "acme.authorization.valid", "acme.order.valid"} <= actions
+
+
+def test_certbot_renews_inside_the_window_a_campaign_gives_it(
+    server: Server, tmp_path: Path
+) -> None:
+    """certbot reads the renewal information (RFC 9773): not due on its own schedule, it renews
+    once a rotation campaign's window for its certificate has passed, with ``replaces``, and the
+    renewal counts as the member replaced."""
+    key_id, hmac_key = server.eab()
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(server.files / "root.pem")}
+    dirs = ["--config-dir", str(tmp_path / "c"), "--work-dir", str(tmp_path / "w"),
+            "--logs-dir", str(tmp_path / "l"), "--server", server.directory,
+            "--non-interactive"]  # fmt: skip
+    name = "ari.localhost"
+    obtained = _run(
+        [_certbot(), "certonly", *dirs, "--standalone", "--agree-tos", "-m", "ops@example.com",
+         "--eab-kid", key_id, "--eab-hmac-key", hmac_key, "-d", name,
+         "--preferred-challenges", "http", "--http-01-port", str(server.http01_port),
+         "--http-01-address", "127.0.0.1"],
+        env, tmp_path,
+    )  # fmt: skip
+    assert obtained.returncode == 0, obtained.stdout + obtained.stderr
+    live = tmp_path / "c" / "live" / name
+    first = x509.load_pem_x509_certificate((live / "cert.pem").read_bytes())
+    serial = format(first.serial_number, "x")
+    campaigns = Campaigns(server.inst.authority)
+    clock = server.inst.authority.clock
+    campaign = campaigns.create(
+        name="ari", select=f"serial={serial}", deadline=clock.now() + timedelta(seconds=20),
+        actor="test",
+    )  # fmt: skip
+    window = campaigns.window(server.inst.authority.get(serial))
+    assert window is not None
+    deadline = time.monotonic() + 120
+    while clock.now() <= window[1]:  # certbot renews at a random moment of the window
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    renewed = _run(
+        [_certbot(), "renew", *dirs, "--no-random-sleep-on-renew", "--cert-name", name,
+         "--http-01-port", str(server.http01_port), "--http-01-address", "127.0.0.1"],
+        env, tmp_path,
+    )  # fmt: skip
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    second = x509.load_pem_x509_certificate((live / "cert.pem").read_bytes())
+    assert second.serial_number != first.serial_number, renewed.stdout + renewed.stderr
+    counts = campaigns.progress(campaign.campaign_id).counts
+    assert counts[MemberState.REPLACED] == 1

@@ -41,7 +41,15 @@ from iotpki.errors import ConfigError, Conflict, NotFound, PolicyViolation, Requ
 
 __all__ = ["SELECT_KEYS", "Campaigns", "Progress", "Selection", "parse_selection"]
 
-SELECT_KEYS = ("ca", "profile", "key_type", "device_id", "device_prefix", "issued_before")
+SELECT_KEYS = (
+    "ca",
+    "profile",
+    "key_type",
+    "device_id",
+    "device_prefix",
+    "issued_before",
+    "serial",
+)
 _SPREAD = 0.9  # the windows end by this fraction of the time to the deadline
 _MIN_WINDOW = timedelta(minutes=15)  # an agent that wakes every few minutes meets its window
 _PAGE = 1000
@@ -57,6 +65,7 @@ class Selection:
     device_id: str | None = None
     device_prefix: str | None = None
     issued_before: datetime | None = None
+    serial: str | None = None  # one certificate (a mis-issuance to replace)
 
     def matches(self, record: CertificateRecord) -> bool:
         """Whether a certificate (already known valid) is selected."""
@@ -68,6 +77,9 @@ class Selection:
                 or (record.device_id or "").startswith(self.device_prefix)
             )
             and (self.issued_before is None or issued < self.issued_before)
+            and (self.serial is None or record.serial == self.serial)
+            and (self.profile is None or record.profile == self.profile)
+            and (self.device_id is None or record.device_id == self.device_id)
         )
 
 
@@ -108,6 +120,8 @@ def parse_selection(text: str) -> Selection:
             values[key] = _moment(value)
         elif key == "key_type":
             values[key] = str(_key_type(value))
+        elif key == "serial":
+            values[key] = value.lower().removeprefix("0x").lstrip("0") or "0"
         else:
             values[key] = value
     if not values:
@@ -215,6 +229,12 @@ class Campaigns:
 
     def _select(self, selection: Selection, now: datetime) -> Iterator[CertificateRecord]:
         """Valid, unexpired certificates the selection matches (paged through the store)."""
+        if selection.serial is not None:
+            with self._store.transaction(readonly=True) as tx:
+                one = tx.get_certificate(selection.ca, selection.serial)
+            if one is not None and one.status is CertStatus.VALID and one.not_after > now:
+                yield from (r for r in (one,) if selection.matches(r))
+            return
         offset = 0
         while True:
             query = CertificateQuery(

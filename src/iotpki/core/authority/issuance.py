@@ -93,6 +93,7 @@ class Issuance(CertificateAuthorities, Lint):
         lifetime: timedelta | None = None,
         within: RecordHook | None = None,
         attestation: KeyAttestation | None = None,
+        replaces: CertificateRecord | None = None,
     ) -> Issued:
         """Issue a certificate for a CSR under a profile, record it, then return it.
 
@@ -100,9 +101,21 @@ class Issuance(CertificateAuthorities, Lint):
         one-time secret): if it raises, nothing is recorded and nothing is returned.
         ``attestation`` is the verified TPM attestation of the CSR's key; it is recorded with
         the certificate, and a profile that ``require_attestation`` refuses a key without one.
+        ``replaces`` is the certificate this one replaces (an ACME order's ``replaces``): if a
+        rotation campaign replaces that one, its target CA, profile, key type and rate apply.
         """
         target = device_id or _cn_or_blank(csr)
         with self._refusals_audited(actor, "certificate.issue", target):
+            campaign = None
+            if replaces is not None:
+                with self._store.transaction(readonly=True) as tx:
+                    campaign = campaign_renewal(tx, replaces)
+            if campaign is not None:
+                campaign.pace(self._rates, self._clock)
+                campaign.check_key(csr.public_key())
+                profile = campaign.campaign.profile or profile
+                ca = campaign.campaign.target_ca or ca
+                within = _then(within, campaign.replaced, self._clock.now())
             prof = self._profile(profile)
             if prof.identity == "ca":
                 raise PolicyViolation("CA certificates are made with `iotpki ca`, not issued")

@@ -52,6 +52,7 @@ _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKey
 
 _AUTHENTICATOR = AcmeAccountAuthenticator()
 _ACME = Context("acme")
+_RENEWAL_LOOKBACK = 50  # the account's recent orders searched for the certificate renewed
 
 Deferred = Callable[[], dict[str, Any] | None]
 """Work a handler leaves for after its transaction: a call on the authority, which commits
@@ -261,6 +262,7 @@ def finalize(
         raise AcmeProblem("badCSR", f"the CSR does not parse: {exc}") from exc
     authzs = tx.order_authorizations(order_id)
     attested = device_attest.order_attestation(tx, order)
+    replaced = _replaced(tx, order)
     credentials = AcmeAccountOrder(
         account_id=account.account_id,
         account_status=account.status,
@@ -305,6 +307,7 @@ def finalize(
                 device_id=authorization.device_id,
                 attestation=attested[1] if attested else None,
                 within=complete,
+                replaces=replaced,
             )
         except IotpkiError as exc:
             raise from_error(exc, during="csr") from exc
@@ -317,6 +320,26 @@ def finalize(
         return messages.order_json(done, base, authz_ids)
 
     return issue
+
+
+def _replaced(tx: AcmeTransaction, order: AcmeOrder) -> CertificateRecord | None:
+    """The certificate an order replaces: the one its ``replaces`` names (RFC 9773 section 5,
+    checked at newOrder), else the account's latest valid certificate for the same identifiers
+    (clients that renew without ``replaces``, e.g. certbot)."""
+    if order.replaces is not None:
+        _, serial = messages.parse_cert_id(order.replaces)
+        return tx.get_certificate(None, serial)
+    wanted = set(order.identifiers)
+    for order_id in tx.account_orders(order.account_id, _RENEWAL_LOOKBACK):
+        earlier = tx.get_order(order_id)
+        if earlier is None or earlier.order_id == order.order_id:
+            continue
+        if earlier.certificate_serial is None or set(earlier.identifiers) != wanted:
+            continue
+        record = tx.get_certificate(earlier.certificate_ca, earlier.certificate_serial)
+        if record is not None and record.status is CertStatus.VALID:
+            return record
+    return None
 
 
 def _alternate_chains(

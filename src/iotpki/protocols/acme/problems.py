@@ -13,6 +13,7 @@ from iotpki.errors import (
     AuthError,
     BackendError,
     BadSignature,
+    Busy,
     ConfigError,
     Conflict,
     IotpkiError,
@@ -117,6 +118,9 @@ def from_error(exc: IotpkiError, *, during: str = "") -> AcmeProblem:
         return AcmeProblem("malformed", exc.message, status=409)
     if isinstance(exc, RequestError):
         return AcmeProblem("malformed", exc.message, status=exc.status)
+    if isinstance(exc, Busy):  # a rotation campaign's rate: finalize again later
+        wait = str(exc.data.get("retry_after", 60))
+        return AcmeProblem("rateLimited", exc.message, status=503, headers={"Retry-After": wait})
     if isinstance(exc, ConfigError | BackendError):
         return AcmeProblem("serverInternal", exc.message, status=503)
     return AcmeProblem("serverInternal", "internal error", status=500)
