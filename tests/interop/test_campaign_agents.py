@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from estserver import https_server
 from iotpki.agent import Agent, AgentConfig
@@ -99,5 +100,44 @@ def test_agents_renew_inside_their_campaign_windows(tmp_path: Path, clock: Manua
                 assert identity is not None
                 serial = format(identity.certificate.serial_number, "x")
                 assert inst.authority.get(serial).status is CertStatus.REVOKED
+    finally:
+        inst.close()
+
+
+def test_agents_take_the_key_type_the_campaign_asks_for(tmp_path: Path, clock: ManualClock) -> None:
+    """A campaign moving P-256 devices to P-384: the agents, configured for P-256, read the key
+    type from csrattrs (asked with their certificate) and renew with P-384 keys."""
+    inst = make_installation(tmp_path / "home", clock=clock, lint_background=False)
+    enrollment = Enrollment(inst.authority)
+    try:
+        with https_server(inst) as server:
+            agents = []
+            for n in range(6):
+                device = f"kt-{n}"
+                secret, _ = enrollment.create_secret(device, actor="test")
+                config = AgentConfig(
+                    server=server.url, device_id=device, state_dir=tmp_path / device,
+                    ca_fingerprint=server.root_fingerprint, enrollment_secret=secret,
+                    key_algorithm="p256", timeout=30.0,
+                )  # fmt: skip
+                agent = Agent(config, clock=_Clock(clock))
+                agent.enroll()
+                agents.append(agent)
+            campaigns = Campaigns(inst.authority)
+            start = clock.now()
+            campaigns.create(
+                name="p384", select="profile=device", deadline=start + timedelta(hours=6),
+                key_type="p384", max_rate=1.0, actor="test",
+            )  # fmt: skip
+            while clock.now() < start + timedelta(hours=6):
+                clock.advance(WAKE)
+                for agent in agents:
+                    agent.step()
+            for agent in agents:
+                identity = agent.store.load()
+                assert identity is not None
+                key = identity.certificate.public_key()
+                assert isinstance(key, ec.EllipticCurvePublicKey)
+                assert key.curve.name == "secp384r1", agent.config.device_id
     finally:
         inst.close()

@@ -32,7 +32,7 @@ from iotpki.agent.config import AgentConfig
 from iotpki.agent.mqtt import MqttClient, Signer
 from iotpki.agent.store import Identity, IdentityStore, pem
 from iotpki.core.keytypes import generate_private_key, signature_hash
-from iotpki.core.models import KeyAlgorithm
+from iotpki.core.models import KeyAlgorithm, KeyType
 from iotpki.core.x509util import issued_by
 from iotpki.errors import ConfigError, IotpkiError
 
@@ -170,6 +170,7 @@ class Agent:
         self._jitter: dict[int, float] = {}
         self._pkcs11: Pkcs11Backend | None = None
         self._tpm_backend: TpmBackend | None = None
+        self._algorithm: KeyAlgorithm | None = None  # what the CA asked for (csrattrs)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -283,7 +284,7 @@ class Agent:
     # -- keys -------------------------------------------------------------------------------
 
     def _new_key(self, generation_dir: Path) -> CertificateIssuerPrivateKeyTypes:
-        algorithm = KeyAlgorithm(self.config.key_algorithm)
+        algorithm = self._algorithm or KeyAlgorithm(self.config.key_algorithm)
         if self.config.key_store == "pkcs11":
             backend = self._token()
             key_ref = backend.generate(f"agent-{self.config.device_id}", algorithm)
@@ -381,6 +382,8 @@ class Agent:
         if identity is None:
             raise ConfigError("not enrolled")
         expired = self.clock.now() >= identity.certificate.not_valid_after_utc
+        if not expired and not self.config.over_mqtt:
+            self._algorithm = self._asked_algorithm(identity)
         if not expired and self.config.renew_protocol == "cmp":
             return self._renew_over_cmp(identity)
         if expired or self.config.key_store in ("pkcs11", "tpm"):
@@ -394,6 +397,36 @@ class Agent:
         else:
             client = self._client(self._context(identity))
         return self._obtain(lambda csr, _key: client.simplereenroll(csr), "renewed (rekeyed)")
+
+    def _asked_algorithm(self, identity: Identity) -> KeyAlgorithm | None:
+        """The key algorithm to renew with when the CA asks for another key type than the
+        configured one (EST csrattrs, e.g. a rotation campaign's); None keeps the configured."""
+        # The client certificate tells the CA whose key it is asked about (a file key only:
+        # Python's TLS cannot sign with a token's or a TPM's key).
+        file_key = self.config.key_store == "file"
+        client = self._client(self._context(identity) if file_key else self._context())
+        assert isinstance(client, EstClient)  # not over MQTT
+        try:
+            asked = client.csrattrs()
+        except IotpkiError as exc:
+            log.warning("no CSR attributes: %s", exc.message)
+            return None
+        configured = KeyAlgorithm(self.config.key_algorithm)
+        if not asked or str(configured.key_type) in asked:
+            return None
+        for kind in asked:
+            for algorithm in KeyAlgorithm:
+                if str(algorithm.key_type) == kind and self._holdable(algorithm):
+                    log.info("the CA asks for a %s key: renewing with %s", kind, algorithm)
+                    return algorithm
+        log.warning("the CA asks for %s keys, which this key store cannot hold", asked)
+        return None
+
+    def _holdable(self, algorithm: KeyAlgorithm) -> bool:
+        """Whether the configured key store makes keys of this algorithm."""
+        if self.config.key_store == "file":
+            return True
+        return algorithm.key_type in (KeyType.P256, KeyType.P384, KeyType.RSA)
 
     def _renew_over_cmp(self, identity: Identity) -> Identity:
         """A CMP key update signed with the current key, wherever that key is held."""

@@ -95,6 +95,12 @@ class EstClient:
         body = self._request("GET", "cacerts")
         return messages.parse_certs_only(messages.decode_b64(body))
 
+    def csrattrs(self) -> list[str]:
+        """RFC 7030 section 4.5: the key types the CA asks for (for this client certificate,
+        when the context presents one), most wanted first; empty when it names none."""
+        body = self._request("GET", "csrattrs")
+        return messages.parse_csr_attributes(messages.decode_b64(body)) if body.strip() else []
+
     def _enroll(
         self, operation: str, csr: x509.CertificateSigningRequest, headers: dict[str, str]
     ) -> x509.Certificate:

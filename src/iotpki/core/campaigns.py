@@ -335,14 +335,25 @@ class Campaigns:
         with self._store.transaction(readonly=True) as tx:
             return tx.campaign_members(campaign_id, state, limit)
 
-    def window(self, record: CertificateRecord) -> tuple[datetime, datetime, str] | None:
-        """The renewal window an active campaign gives this certificate, and its name."""
+    def _pending(self, record: CertificateRecord) -> tuple[CampaignRecord, CampaignMember] | None:
         with self._store.transaction(readonly=True) as tx:
             found = tx.membership(record.ca_name, record.serial)
         if found is None or found[1].state is not MemberState.PENDING:
             return None
+        return found
+
+    def window(self, record: CertificateRecord) -> tuple[datetime, datetime, str] | None:
+        """The renewal window an active campaign gives this certificate, and its name."""
+        found = self._pending(record)
+        if found is None:
+            return None
         campaign, member = found
         return member.window_start, member.window_end, campaign.name
+
+    def key_type_for(self, record: CertificateRecord) -> KeyType | None:
+        """The key type an active campaign asks this certificate's renewal for, if any."""
+        found = self._pending(record)
+        return None if found is None else found[0].key_type
 
     # -- the deadline -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import binascii
 import secrets
 from collections.abc import Iterable, Sequence
 
+from asn1crypto import core, parser
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -33,6 +34,7 @@ __all__ = [
     "encode_serverkeygen",
     "parse_certs_only",
     "parse_csr",
+    "parse_csr_attributes",
     "parse_multipart",
 ]
 
@@ -58,6 +60,13 @@ _OID_ML_DSA = {
     "mldsa44": "2.16.840.1.101.3.4.3.17",
     "mldsa65": "2.16.840.1.101.3.4.3.18",
     "mldsa87": "2.16.840.1.101.3.4.3.19",
+}
+
+
+_KIND_OF_OID = {
+    _OID_RSA_ENCRYPTION: ["rsa"],
+    _OID_ED25519: ["ed25519"],
+    **{oid: [kind] for kind, oid in _OID_ML_DSA.items()},
 }
 
 
@@ -135,6 +144,41 @@ def csr_attributes(key_types: Iterable[str]) -> bytes:
         items.append(_oid(_OID_ED25519))
     items += [_oid(oid) for kind, oid in _OID_ML_DSA.items() if kind in kinds]
     return _tlv(0x30, b"".join(items))
+
+
+def _elements(content: bytes) -> list[tuple[int, bytes, bytes]]:
+    """The (tag, contents, whole element) of each DER element in ``content``."""
+    found = []
+    offset = 0
+    while offset < len(content):
+        _, _, tag, header, inner, _ = parser.parse(content[offset:])
+        whole = content[offset : offset + len(header) + len(inner)]
+        found.append((tag, inner, whole))
+        offset += len(whole)
+    return found
+
+
+def parse_csr_attributes(der: bytes) -> list[str]:
+    """The key types (``p256``, ``rsa``, ``mldsa44``, ...) a CsrAttrs names, in its order;
+    other attributes are passed over. MalformedInput if it is not a CsrAttrs."""
+    try:
+        _, _, tag, _, content, _ = parser.parse(der, strict=True)
+        if tag != 16:
+            raise ValueError("not a SEQUENCE")
+        kinds: list[str] = []
+        for item_tag, inner, whole in _elements(content):
+            if item_tag == 6:  # an OID
+                kinds += _KIND_OF_OID.get(core.ObjectIdentifier.load(whole).dotted, [])
+            elif item_tag == 16:  # an Attribute: type and a SET of values
+                parts = _elements(inner)
+                kind = core.ObjectIdentifier.load(parts[0][2]).dotted
+                if kind == _OID_EC_PUBLIC_KEY and len(parts) > 1:
+                    for _, _, value in _elements(parts[1][1]):
+                        curve = core.ObjectIdentifier.load(value).dotted
+                        kinds += [k for k, o in _OID_CURVES.items() if o == curve]
+    except (ValueError, TypeError, IndexError) as exc:
+        raise MalformedInput(f"not a CsrAttrs: {exc}") from exc
+    return list(dict.fromkeys(kinds))
 
 
 def encode_serverkeygen(private_key_der: bytes, certificate: x509.Certificate) -> tuple[str, bytes]:

@@ -29,7 +29,9 @@ from iotpki.core.authenticators import (
     OneTimeSecret,
 )
 from iotpki.core.authority import Issued
+from iotpki.core.campaigns import Campaigns
 from iotpki.core.enrollment import Enrollment, Pending
+from iotpki.core.models import KeyType
 from iotpki.errors import AuthError, Busy, IotpkiError, RateLimited
 from iotpki.protocols.access import client_address, log_access
 from iotpki.protocols.client_cert import ClientCertSource
@@ -118,15 +120,24 @@ class EstEndpoints:
         return self.authority.ca_certificates(ca or self.authority.default_issuing_ca())
 
     async def csrattrs(self, request: Request, label: str | None) -> Response:
-        """RFC 7030 section 4.5: the key algorithms the label's profile accepts."""
+        """RFC 7030 section 4.5: the key algorithms the label's profile accepts, or for a
+        client certificate that a rotation campaign replaces, the key type it asks for."""
         log_access(request, "est.csrattrs")
         profile, _ = self._target(label)
         accepted = self.authority.profile(profile or "device").key_types
+        cert = self.peers.certificate(request)
+        if cert is not None:
+            asked = await blocking(self._campaign_key_type, cert)
+            accepted = accepted if asked is None else (asked,)
         return Response(
             messages.b64_body(messages.csr_attributes(accepted)),
             media_type=messages.CSRATTRS,
             headers=_B64,
         )
+
+    def _campaign_key_type(self, cert: x509.Certificate) -> KeyType | None:
+        record = self.enrollment.authenticators.current.stored(cert)
+        return None if record is None else Campaigns(self.authority).key_type_for(record)
 
     async def _read_csr(self, request: Request) -> x509.CertificateSigningRequest:
         body = await read_body(request, _BODY_LIMIT)

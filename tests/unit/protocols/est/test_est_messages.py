@@ -110,3 +110,19 @@ def test_serverkeygen_multipart_round_trip(inst: object) -> None:
         messages.parse_multipart("multipart/mixed", body)
     with pytest.raises(MalformedInput):
         messages.parse_multipart("text/plain", body)
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [["p256", "p384", "rsa", "ed25519", "mldsa44"], ["p384"], ["mldsa65", "rsa"], []],
+)
+def test_csr_attributes_read_back_as_the_key_types_they_name(kinds: list[str]) -> None:
+    assert messages.parse_csr_attributes(messages.csr_attributes(kinds)) == sorted(
+        kinds, key=["p256", "p384", "rsa", "ed25519", "mldsa44", "mldsa65"].index
+    )
+
+
+@pytest.mark.parametrize("der", [b"", b"\x30\x03\x02\x01", b"garbage", b"\x02\x01\x00"])
+def test_csr_attributes_refuse_what_is_no_csrattrs(der: bytes) -> None:
+    with pytest.raises(MalformedInput):
+        messages.parse_csr_attributes(der)
