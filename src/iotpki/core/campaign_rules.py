@@ -27,6 +27,8 @@ from iotpki.errors import Busy, PolicyViolation
 
 __all__ = ["CampaignRenewal", "campaign_renewal"]
 
+_PACE_WINDOW = 10.0  # seconds: a burst never exceeds ten seconds' worth of the rate
+
 
 @dataclass(frozen=True, slots=True)
 class CampaignRenewal:
@@ -51,10 +53,11 @@ class CampaignRenewal:
 
     def pace(self, rates: RateCounters | None, clock: Clock) -> None:
         """Busy (retry later) when the campaign's renewals arrive faster than its rate: over a
-        window of a minute (or one renewal's time at a slower rate), shared by the replicas."""
+        sliding window of ten seconds (or one renewal's time at a slower rate), shared by the
+        replicas."""
         if rates is None:
             return
-        window = max(60.0, 1 / self.campaign.max_rate)
+        window = max(_PACE_WINDOW, 1 / self.campaign.max_rate)
         limit = max(1, round(self.campaign.max_rate * window))
         pacer = SharedWindow(rates, "campaign", limit, timedelta(seconds=window), clock)
         wait = pacer.retry_after([self.campaign.campaign_id])
