@@ -15,12 +15,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from estkit import Manufacturer, write_identity
 from estserver import RunningServer, free_port, https_server
 from iotpki.agent import Agent, AgentConfig, ExitCode
 from iotpki.agent.cli import execute
+from iotpki.agent.client import EstClient, RenewalInfo
 from iotpki.core.enrollment import Enrollment
 from iotpki.core.models import KeyAlgorithm, RevocationReason
 from iotpki.services.installation import Installation
@@ -418,3 +420,34 @@ def test_pkcs11_key_renews_over_cmp_without_an_idevid(
     assert second is not None and second.key_uri is not None
     assert second.key_uri != first.key_uri and not second.key_path.exists()
     assert second.certificate.public_key() != first.certificate.public_key()
+
+
+def test_the_agent_asks_for_renewal_information_again_only_after_retry_after(
+    tmp_path: Path,
+    world: tuple[Installation, Enrollment, Manufacturer, RunningServer],
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _inst, enrollment, _maker, server = world
+    secret, _ = enrollment.create_secret("ari-1", actor="test")
+    agent = Agent(
+        _config(tmp_path, server, "ari-1", enrollment_secret=secret), clock=AgentTestClock(clock)
+    )
+    agent.enroll()
+    asked: list[RenewalInfo | None] = []
+    original = EstClient.renewal_window
+
+    def counting(self: EstClient, certificate: x509.Certificate) -> RenewalInfo | None:
+        info = original(self, certificate)
+        asked.append(info)
+        return info
+
+    monkeypatch.setattr(EstClient, "renewal_window", counting)
+    agent.step()
+    assert len(asked) == 1 and asked[0] is not None and asked[0].retry_after == 21600
+    clock.advance(timedelta(hours=1))
+    agent.step()  # within the six hours the server asked for: no new question
+    assert len(asked) == 1
+    clock.advance(timedelta(hours=6))
+    agent.step()
+    assert len(asked) == 2

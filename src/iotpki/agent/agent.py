@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from iotpki.agent.client import EstClient, EstPending, EstRefused, EstUnreachable
+from iotpki.agent.client import EstClient, EstPending, EstRefused, EstUnreachable, RenewalInfo
 from iotpki.agent.cmp import CmpClient
 from iotpki.agent.config import AgentConfig
 from iotpki.agent.mqtt import MqttClient, Signer
@@ -51,6 +51,7 @@ Enroll = Callable[
 """Sends the request for a new key (its CSR, and the key itself for a CMP proof of possession)."""
 Client = EstClient | MqttClient
 _TPM_BLOB = "key.tpmkey"
+_ARI_MAX_WAIT = 6 * 3600  # seconds: the longest a Retry-After keeps the agent from asking
 
 
 def tpm_key_ref(generation_dir: Path, stored: str) -> str:
@@ -171,6 +172,8 @@ class Agent:
         self._pkcs11: Pkcs11Backend | None = None
         self._tpm_backend: TpmBackend | None = None
         self._algorithm: KeyAlgorithm | None = None  # what the CA asked for (csrattrs)
+        # (serial, renewal information, when to ask again) of the current certificate
+        self._renewal_info: tuple[int, RenewalInfo | None, datetime] | None = None
 
     # -- status ----------------------------------------------------------------------------
 
@@ -514,7 +517,7 @@ class Agent:
         elif (
             status.expired
             or (status.renew_at is not None and now >= status.renew_at)
-            or (window is not None and now >= window[0])
+            or (window is not None and now >= window.start)
         ):
             # Anchors first: after a CA rollover the new certificate chains only to the new root.
             try:
@@ -527,20 +530,30 @@ class Agent:
         wait = (status.renew_at - self.clock.now()).total_seconds()
         return max(0.0, min(wait, self.config.check_interval))
 
-    def _renewal_window(self) -> tuple[datetime, datetime] | None:
+    def _renewal_window(self) -> RenewalInfo | None:
         """The CA's suggested renewal window for the current certificate (RFC 9773; a rotation
-        campaign's window when one replaces it), asked on each wake; None when there is none or
-        the server cannot say (over MQTT the agent follows its own schedule)."""
+        campaign's window when one replaces it): asked on a wake once the last answer's
+        Retry-After has passed (at most six hours), kept for the certificate until then; None
+        when there is none or the server cannot say (over MQTT the agent keeps its own
+        schedule)."""
         identity = self.store.load()
         if identity is None or self.config.over_mqtt:
             return None
+        serial = identity.certificate.serial_number
+        now = self.clock.now()
+        kept = self._renewal_info
+        if kept is not None and kept[0] == serial and now < kept[2]:
+            return kept[1]
         client = self._client(self._context())
         assert isinstance(client, EstClient)
         try:
-            return client.renewal_window(identity.certificate)
+            info = client.renewal_window(identity.certificate)
         except IotpkiError as exc:
             log.warning("no renewal information: %s", exc.message)
             return None
+        wait = min(info.retry_after or 0, _ARI_MAX_WAIT) if info is not None else 0
+        self._renewal_info = (serial, info, now + timedelta(seconds=wait))
+        return info
 
     def backoff(self, failures: int) -> float:
         """Capped exponential back-off with full jitter over its upper half."""

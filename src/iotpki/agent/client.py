@@ -17,7 +17,7 @@ from iotpki.errors import IotpkiError, MalformedInput
 from iotpki.protocols.acme.messages import cert_id
 from iotpki.protocols.est import messages
 
-__all__ = ["EstClient", "EstPending", "EstRefused", "EstUnreachable"]
+__all__ = ["EstClient", "EstPending", "EstRefused", "EstUnreachable", "RenewalInfo"]
 
 _MAX_RESPONSE = 1024 * 1024
 
@@ -46,6 +46,15 @@ class EstPending(IotpkiError):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"enrollment waits for approval; retry in {retry_after}s")
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RenewalInfo:
+    """A suggested renewal window (RFC 9773) and the seconds to wait before asking again."""
+
+    start: datetime
+    end: datetime
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,10 +130,10 @@ class EstClient:
             headers["Authorization"] = f"Basic {token}"
         return self._enroll("simpleenroll", csr, headers)
 
-    def renewal_window(self, certificate: x509.Certificate) -> tuple[datetime, datetime] | None:
+    def renewal_window(self, certificate: x509.Certificate) -> RenewalInfo | None:
         """The window the CA suggests for renewing ``certificate`` (RFC 9773 renewalInfo, which
-        answers for certificates of every protocol and carries rotation campaigns' windows);
-        None when the server offers none."""
+        answers for certificates of every protocol and carries rotation campaigns' windows),
+        with how long to wait before asking again; None when the server offers none."""
         url = urlsplit(self.server)
         connection = http.client.HTTPSConnection(
             url.hostname or "", url.port or 443, context=self.context, timeout=self.timeout
@@ -145,7 +154,10 @@ class EstClient:
             end = datetime.fromisoformat(window["end"].replace("Z", "+00:00"))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MalformedInput("the renewal information is not a suggestedWindow") from exc
-        return (start, end) if start.tzinfo and end.tzinfo and start < end else None
+        if not (start.tzinfo and end.tzinfo and start < end):
+            return None
+        retry = response.getheader("Retry-After", "")
+        return RenewalInfo(start, end, int(retry) if retry.isdigit() else None)
 
     def simplereenroll(self, csr: x509.CertificateSigningRequest) -> x509.Certificate:
         """RFC 7030 section 4.2.2, authenticated by the current certificate (TLS)."""

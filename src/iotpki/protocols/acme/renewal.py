@@ -23,6 +23,7 @@ __all__ = ["advance", "override_json", "renewal_info", "suggested_window"]
 # certificate gets a sub-window of 4 % of its lifetime placed by a hash of its serial, so
 # that certificates issued together do not all renew together.
 _FLEET_START, _FLEET_SPAN, _OWN_SPAN = 0.60, 0.20, 0.04
+_MIN_RETRY = 60  # seconds: the shortest Retry-After given
 
 
 def _matches(override: RenewalOverride, record: CertificateRecord) -> bool:
@@ -61,9 +62,12 @@ def renewal_info(ctx: AcmeContext, cert_id: str) -> tuple[dict[str, Any], int]:
         or messages.cert_id(record.certificate).split(".")[0] != cert_id.split(".")[0]
     ):
         raise AcmeProblem("malformed", "no certificate with that CertID", status=404)
+    retry_after = ctx.config.ari_retry_after
     campaign = Campaigns(ctx.authority).window(record)
     if campaign is not None:  # a rotation campaign's window comes first (core.campaigns)
         start, end, explanation = campaign[0], campaign[1], None
+        until = int((start - ctx.now()).total_seconds())  # ask again when the window opens
+        retry_after = min(retry_after, max(_MIN_RETRY, until))
     else:
         start, end, explanation = suggested_window(record, overrides)
     body: dict[str, Any] = {
@@ -71,7 +75,7 @@ def renewal_info(ctx: AcmeContext, cert_id: str) -> tuple[dict[str, Any], int]:
     }
     if explanation:
         body["explanationURL"] = explanation
-    return body, ctx.config.ari_retry_after
+    return body, retry_after
 
 
 def advance(
