@@ -244,3 +244,20 @@ def test_a_campaign_behind_schedule_is_a_finding_and_a_metric(
     text = monitor.metrics.render().decode()
     assert 'iotpki_campaign_members{campaign="late",state="pending"} 10.0' in text
     assert 'iotpki_campaign_due{campaign="late"} 5.0' in text
+
+
+def test_ordinary_renewals_count_in_a_campaigns_rate(
+    inst: Installation, clock: ManualClock
+) -> None:
+    members = _fleet(inst, 2)
+    others = _fleet(inst, 1, prefix="other")
+    Campaigns(inst.authority).create(
+        name="slow", select="device_prefix=dev-", deadline=clock.now() + timedelta(days=1),
+        max_rate=1 / 600, actor="test",
+    )  # fmt: skip
+    # an ordinary renewal is never refused, but it takes the campaign's one renewal per 600 s
+    inst.authority.renew(others["other-0000"], csr=device_csr("other-0000"), actor="agent")
+    with pytest.raises(Busy):
+        inst.authority.renew(members["dev-0000"], csr=device_csr("dev-0000"), actor="agent")
+    clock.advance(timedelta(minutes=20))
+    inst.authority.renew(members["dev-0000"], csr=device_csr("dev-0000"), actor="agent")

@@ -17,6 +17,7 @@ from iotpki.core.keytypes import algorithm_of
 from iotpki.core.models import (
     CampaignMember,
     CampaignRecord,
+    CampaignStatus,
     CertificateRecord,
     MemberState,
 )
@@ -25,7 +26,7 @@ from iotpki.core.ports.shared import RateCounters
 from iotpki.core.ratelimit import SharedWindow
 from iotpki.errors import Busy, PolicyViolation
 
-__all__ = ["CampaignRenewal", "campaign_renewal"]
+__all__ = ["CampaignRenewal", "campaign_renewal", "count_renewal", "running_campaigns"]
 
 _PACE_WINDOW = 10.0  # seconds: a burst never exceeds ten seconds' worth of the rate
 
@@ -52,15 +53,11 @@ class CampaignRenewal:
             )
 
     def pace(self, rates: RateCounters | None, clock: Clock) -> None:
-        """Busy (retry later) when the campaign's renewals arrive faster than its rate: over a
-        sliding window of ten seconds (or one renewal's time at a slower rate), shared by the
-        replicas."""
+        """Busy (retry later) when the campaign's renewals, ordinary renewals counted in, arrive
+        faster than its rate."""
         if rates is None:
             return
-        window = max(_PACE_WINDOW, 1 / self.campaign.max_rate)
-        limit = max(1, round(self.campaign.max_rate * window))
-        pacer = SharedWindow(rates, "campaign", limit, timedelta(seconds=window), clock)
-        wait = pacer.retry_after([self.campaign.campaign_id])
+        wait = _pacer(self.campaign, rates, clock).retry_after([self.campaign.campaign_id])
         if wait is not None:
             raise Busy(
                 f"campaign {self.campaign.name} is at its rate: renew again in {wait}s",
@@ -79,3 +76,27 @@ def campaign_renewal(tx: StoreTransaction, old: CertificateRecord) -> CampaignRe
     if found is None or found[1].state is not MemberState.PENDING:
         return None
     return CampaignRenewal(*found)
+
+
+def running_campaigns(tx: StoreTransaction) -> list[CampaignRecord]:
+    """The active campaigns, whose rates ordinary renewals count in."""
+    return [c for c in tx.list_campaigns() if c.status is CampaignStatus.ACTIVE]
+
+
+def count_renewal(
+    campaigns: list[CampaignRecord], rates: RateCounters | None, clock: Clock
+) -> None:
+    """Count an ordinary renewal in each running campaign's rate (it is never refused: the
+    campaigns' own renewals get what is left)."""
+    if rates is None:
+        return
+    for campaign in campaigns:
+        _pacer(campaign, rates, clock).count([campaign.campaign_id])
+
+
+def _pacer(campaign: CampaignRecord, rates: RateCounters, clock: Clock) -> SharedWindow:
+    """A campaign's rate over a sliding ten seconds (or one renewal's time at a slower rate),
+    shared by the replicas."""
+    window = max(_PACE_WINDOW, 1 / campaign.max_rate)
+    limit = max(1, round(campaign.max_rate * window))
+    return SharedWindow(rates, "campaign", limit, timedelta(seconds=window), clock)

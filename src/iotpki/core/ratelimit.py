@@ -30,6 +30,17 @@ class SharedWindow:
         self._window = window
         self._clock = clock
 
+    def count(self, keys: list[str]) -> None:
+        """Count one event for each key, whatever the limit (an event that is never refused)."""
+        if self.limit <= 0 or not keys:
+            return
+        start = self._start(self._clock.now())
+        self._counters.add_events(self._scope, keys, start, start - self._window)
+
+    def _start(self, now: datetime) -> datetime:
+        offset = (now - _EPOCH).total_seconds() % self._window.total_seconds()
+        return now - timedelta(seconds=offset)
+
     def retry_after(self, keys: list[str]) -> int | None:
         """Seconds to wait if any key is at its limit; otherwise count one event for each."""
         if self.limit <= 0 or not keys:

@@ -15,7 +15,7 @@ from iotpki.core.authority._base import DER, Issued, RecordHook, SigningCA, seri
 from iotpki.core.authority.cas import CertificateAuthorities
 from iotpki.core.authority.lint import Lint
 from iotpki.core.authority.revocation import one_certificate
-from iotpki.core.campaign_rules import campaign_renewal
+from iotpki.core.campaign_rules import campaign_renewal, count_renewal, running_campaigns
 from iotpki.core.csr import KeyRequest, signature_verified
 from iotpki.core.keyquality import is_blocklisted
 from iotpki.core.keytypes import algorithm_of, key_fingerprint, signature_hash
@@ -190,7 +190,9 @@ class Issuance(CertificateAuthorities, Lint):
                 raise Conflict(f"certificate {serial} is revoked and cannot be renewed")
             with self._store.transaction(readonly=True) as tx:
                 campaign = campaign_renewal(tx, old)
+                running = running_campaigns(tx) if campaign is None else []
             if campaign is None:
+                count_renewal(running, self._rates, self._clock)
                 prof = self._profile(old.profile)
                 signing = self._renewing_ca(old.ca_name)
             else:  # a rotation campaign moves it to its target CA, profile and key type
