@@ -26,7 +26,7 @@ from iotpki.core.models import BootstrapKind, KeyAlgorithm
 from iotpki.protocols.mqtt.service import ProvisioningService
 from iotpki.server import enrollment
 from iotpki.services.installation import Installation
-from iotpki.services.mqtt import provisioning_service
+from iotpki.services.mqtt import issue_claim, provisioning_service
 from iotpki.settings import MqttSettings
 from mosquittokit import Mosquitto, start_broker
 
@@ -98,15 +98,8 @@ def setup_claims(
 
 def issue_batch(inst: Installation, directory: Path, name: str) -> Batch:
     """A claim certificate from ``claims`` for batch ``name``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .sign(key, hashes.SHA256())
-    )
-    issued = inst.authority.issue(csr, profile="claim", ca="claims", actor="test")
-    signer = write_identity(directory, key, list(issued.chain))
-    return Batch(name, signer.chain_file, signer.key_file, issued.record.serial)
+    issued = issue_claim(inst, name, "claims", directory, actor="test")
+    return Batch(name, directory / "claim.pem", directory / "claim.key", issued.record.serial)
 
 
 def new_csr(device_id: str) -> tuple[ec.EllipticCurvePrivateKey, x509.CertificateSigningRequest]:

@@ -402,7 +402,7 @@ def _claims(inst: Installation) -> None:
         device_pattern="device-[0-9]{3}",
         actor="demo",
     )
-    issue_claim(inst, "demo-batch", "claims", inst.home / "claim")
+    issue_claim(inst, "demo-batch", "claims", inst.home / "claim", actor="demo")
 
 
 @contextlib.contextmanager

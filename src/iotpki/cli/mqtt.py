@@ -105,7 +105,9 @@ def claim_issue(
 ) -> None:
     """A claim certificate and key for a batch's firmware image (revoke it with
     ``iotpki revoke`` to stop the batch)."""
-    issued = issue_claim(installation(ctx), batch, ca, out, parse_duration(lifetime))
+    issued = issue_claim(
+        installation(ctx), batch, ca, out, actor="cli", lifetime=parse_duration(lifetime)
+    )
     console.print(
         f"claim certificate {issued.record.serial} for batch {batch} in {out}", soft_wrap=True
     )

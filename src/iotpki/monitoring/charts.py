@@ -24,15 +24,11 @@ def value_ticks(peak: int, *, most: int = 5) -> list[int]:
         magnitude *= 10
 
 
-def bar_chart(
-    points: Sequence[tuple[str, int]], *, title: str, width: int = 640, height: int = 180
-) -> str:
-    """Vertical bars over a labelled count axis, with labels under every few bars."""
-    pad_left, pad_bottom, pad_top = 40, 28, 20
-    plot_w, plot_h = width - pad_left - 8, height - pad_bottom - pad_top
-    ticks = value_ticks(max([v for _, v in points] + [1]))
+def _frame(
+    title: str, width: int, height: int, pad_left: int, pad_top: int, plot_h: int, ticks: list[int]
+) -> list[str]:
+    """The opening of a chart: the SVG element, its title and the count axis's lines."""
     top = ticks[-1]
-    step = plot_w / max(len(points), 1)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" aria-label="{escape(title)}">',
@@ -46,6 +42,19 @@ def bar_chart(
             f'stroke="{colour}"/><text x="{pad_left - 4}" y="{y + 3:.1f}" font-size="10" '
             f'text-anchor="end" fill="#666">{tick}</text>'
         )
+    return parts
+
+
+def bar_chart(
+    points: Sequence[tuple[str, int]], *, title: str, width: int = 640, height: int = 180
+) -> str:
+    """Vertical bars over a labelled count axis, with labels under every few bars."""
+    pad_left, pad_bottom, pad_top = 40, 28, 20
+    plot_w, plot_h = width - pad_left - 8, height - pad_bottom - pad_top
+    ticks = value_ticks(max([v for _, v in points] + [1]))
+    top = ticks[-1]
+    step = plot_w / max(len(points), 1)
+    parts = _frame(title, width, height, pad_left, pad_top, plot_h, ticks)
     label_every = max(1, len(points) // 8)
     for i, (label, value) in enumerate(points):
         h = plot_h * value / top
@@ -105,19 +114,7 @@ def burndown_chart(
     top = ticks[-1]
     periods = max(len(planned), len(remaining), 1)
     step = plot_w / periods
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" aria-label="{escape(title)}">',
-        f'<text x="{pad_left}" y="14" font-size="12" fill="#333">{escape(title)}</text>',
-    ]
-    for tick in ticks:
-        y = pad_top + plot_h - plot_h * tick / top
-        colour = "#999" if tick == 0 else "#e2e8f0"
-        parts.append(
-            f'<line x1="{pad_left}" y1="{y:.1f}" x2="{width - 8}" y2="{y:.1f}" '
-            f'stroke="{colour}"/><text x="{pad_left - 4}" y="{y + 3:.1f}" font-size="10" '
-            f'text-anchor="end" fill="#666">{tick}</text>'
-        )
+    parts = _frame(title, width, height, pad_left, pad_top, plot_h, ticks)
     label_every = max(1, periods // 8)
     for i, (label, value) in enumerate(remaining):
         h = plot_h * value / top

@@ -111,7 +111,13 @@ def provisioning_service(
 
 
 def issue_claim(
-    inst: Installation, batch: str, ca: str, directory: Path, lifetime: timedelta | None = None
+    inst: Installation,
+    batch: str,
+    ca: str,
+    directory: Path,
+    *,
+    actor: str,
+    lifetime: timedelta | None = None,
 ) -> Issued:
     """A batch's claim certificate (``claim`` profile, P-256) from ``ca``, written with its
     chain as ``claim.pem`` and its key as ``claim.key`` (0600) for the batch's firmware image."""
@@ -121,7 +127,7 @@ def issue_claim(
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, batch)]))
         .sign(key, hashes.SHA256())
     )
-    issued = inst.authority.issue(csr, profile="claim", ca=ca, lifetime=lifetime, actor="cli")
+    issued = inst.authority.issue(csr, profile="claim", ca=ca, lifetime=lifetime, actor=actor)
     directory.mkdir(parents=True, exist_ok=True)
     key_pem = key.private_bytes(
         _PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

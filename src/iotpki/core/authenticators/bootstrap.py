@@ -7,6 +7,8 @@ devices (``any``) may enroll.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -16,12 +18,12 @@ from iotpki.core.authenticators.model import (
     Context,
 )
 from iotpki.core.authenticators.secret import check_active
-from iotpki.core.models import BootstrapKind, EnrollMethod
-from iotpki.core.ports import Clock, Store
+from iotpki.core.models import BootstrapCARecord, BootstrapKind, EnrollMethod
+from iotpki.core.ports import Clock, Store, StoreTransaction
 from iotpki.core.x509util import issued_by
 from iotpki.errors import AuthError, Forbidden
 
-__all__ = ["BootstrapAuthenticator", "idevid_identity"]
+__all__ = ["BootstrapAuthenticator", "idevid_identity", "registered_issuer"]
 
 
 def idevid_identity(cert: x509.Certificate) -> str | None:
@@ -31,6 +33,32 @@ def idevid_identity(cert: x509.Certificate) -> str | None:
         if values:
             return str(values[0].value)
     return None
+
+
+# What a refusal calls the CA and the certificate, per kind of bootstrap CA.
+_WORDS = {
+    BootstrapKind.IDEVID: ("a trusted bootstrap CA", "bootstrap CA", "IDevID"),
+    BootstrapKind.CLAIM: ("a registered claim CA", "claim CA", "claim certificate"),
+}
+
+
+def registered_issuer(
+    tx: StoreTransaction, cert: x509.Certificate, kind: BootstrapKind, now: datetime
+) -> BootstrapCARecord:
+    """The active registered CA of ``kind`` that issued ``cert``, which is valid ``now``; a
+    refusal (AuthError, Forbidden) otherwise."""
+    registered, ca_word, cert_word = _WORDS[kind]
+    issuer = next(
+        (b for b in tx.list_bootstrap_cas() if b.kind is kind and issued_by(cert, b.certificate)),
+        None,
+    )
+    if issuer is None:
+        raise AuthError(f"the client certificate is not from {registered}")
+    if issuer.status != "active":
+        raise Forbidden(f"{ca_word} {issuer.name} is revoked")
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise AuthError(f"the {cert_word} is expired or not yet valid")
+    return issuer
 
 
 class BootstrapAuthenticator:
@@ -51,21 +79,7 @@ class BootstrapAuthenticator:
         cert = credentials.certificate
         identity = self.claimed(credentials)
         with self._store.transaction(readonly=True) as tx:
-            issuer = next(
-                (
-                    b
-                    for b in tx.list_bootstrap_cas()
-                    if b.kind is BootstrapKind.IDEVID and issued_by(cert, b.certificate)
-                ),
-                None,
-            )
-            if issuer is None:
-                raise AuthError("the client certificate is not from a trusted bootstrap CA")
-            if issuer.status != "active":
-                raise Forbidden(f"bootstrap CA {issuer.name} is revoked")
-            now = self._clock.now()
-            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-                raise AuthError("the IDevID is expired or not yet valid")
+            issuer = registered_issuer(tx, cert, BootstrapKind.IDEVID, self._clock.now())
             if not identity:
                 raise AuthError("the IDevID names no device (no serialNumber or CN)")
             binding = tx.get_idevid_binding(issuer.name, identity)

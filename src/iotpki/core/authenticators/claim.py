@@ -16,6 +16,7 @@ from collections.abc import Callable
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from iotpki.core.authenticators.bootstrap import registered_issuer
 from iotpki.core.authenticators.model import Authorization, ClaimCertificate, Context
 from iotpki.core.authenticators.secret import check_active
 from iotpki.core.authority import serial_hex
@@ -57,20 +58,7 @@ class ClaimAuthenticator:
             raise AuthError(f"the request names no usable device ID: {exc.message}") from exc
         now = self._clock.now()
         with self._store.transaction(readonly=True) as tx:
-            issuer = next(
-                (
-                    b
-                    for b in tx.list_bootstrap_cas()
-                    if b.kind is BootstrapKind.CLAIM and issued_by(cert, b.certificate)
-                ),
-                None,
-            )
-            if issuer is None:
-                raise AuthError("the client certificate is not from a registered claim CA")
-            if issuer.status != "active":
-                raise Forbidden(f"claim CA {issuer.name} is revoked")
-            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-                raise AuthError("the claim certificate is expired or not yet valid")
+            issuer = registered_issuer(tx, cert, BootstrapKind.CLAIM, now)
             self._check_issued_here(tx, cert)
             pattern = issuer.device_pattern or ".+"
             if re.fullmatch(pattern, device_id) is None:

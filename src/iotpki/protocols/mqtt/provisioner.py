@@ -94,7 +94,6 @@ class Provisioner:
         except IotpkiError:
             return None
         where = self.topics.answer_topic(request, response_topic)
-        request_id = messages.request_id_of(payload)
         try:
             return Answer(where, self._answer(request, payload))
         except IotpkiError as exc:
@@ -105,7 +104,8 @@ class Provisioner:
                 action=f"mqtt.{request.operation}.refused",
                 target=topic,
             )
-            return Answer(where, messages.error_answer(request_id, exc))
+            # the ID read without verifying anything: only to label the error answer
+            return Answer(where, messages.error_answer(messages.request_id_of(payload), exc))
 
     def _answer(self, request: RequestTopic, payload: bytes) -> bytes:
         wait = self._rate.retry_after([f"{request.identity}/{request.client_id}"])
